@@ -1,0 +1,26 @@
+//! ringmail: a thread-per-core mail transfer agent (SMTP relay, local delivery, POP3) on io_uring.
+//!
+//! Where things live:
+//! - `smtp`: the SMTP protocol as a sans-IO session, and the connection driver that feeds it.
+//! - `queue`: the durable queue (segments, group commit, recovery, per-recipient state).
+//! - `delivery`: what happens to a queued message: Maildir delivery, retry schedule, bounces.
+//! - `pop3`: the POP3 protocol as a sans-IO session, the maildir store it reads, its driver.
+//! - `auth`: password checking (built-in database, checkpassword programs, APOP).
+//! - `config`: the TOML configuration, read and validated once.
+//! - `server`: one shard's wiring: listeners, queue, scheduler, shutdown.
+//! - `cli`: the `ringmail` command line.
+
+pub mod auth;
+pub mod blocking;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod delivery;
+pub mod envelope;
+pub mod logging;
+pub mod mailbox;
+pub mod pop3;
+pub mod queue;
+pub mod server;
+pub mod smtp;
+pub mod tls;
