@@ -1,0 +1,1 @@
+//! The delivery scheduler (written by the lead).
