@@ -501,6 +501,22 @@ mod tests {
     }
 
     #[test]
+    fn failed_rename_leaves_tmp_empty() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let maildir = root.path().join("Maildir");
+        for sub in ["tmp", "cur"] {
+            fs::create_dir_all(maildir.join(sub)).expect("mkdir");
+        }
+        // `new` is a file: the write into tmp/ succeeds and the rename fails.
+        fs::write(maildir.join("new"), b"").expect("write");
+        let md = maildir.clone();
+        let err = run(async move { deliver(&md, "h", b"", b"x").await.expect_err("must fail") });
+        assert!(!err.is_temporary(), "{err}");
+        assert!(err.to_string().starts_with("rename into new/"), "{err}");
+        assert!(names(&maildir.join("tmp")).is_empty());
+    }
+
+    #[test]
     fn read_only_maildir_is_temporary() {
         use std::os::unix::fs::PermissionsExt;
         let root = tempfile::tempdir().expect("tempdir");
