@@ -8,8 +8,9 @@
 //! is three steps, for every shard at once:
 //!
 //! 1. **build the shard**: make the executor on its own thread, pinned to CPU `i`
-//!    (named `<name>-shard-<i>`, with its own small unbound blocking pool for
-//!    `glommio::executor().spawn_blocking`). If any shard fails to build, none runs.
+//!    (named `<name>-shard-<i>`, with a one-thread unbound blocking pool for
+//!    `glommio::executor().spawn_blocking`, see [`BLOCKING_THREADS`]). If any shard fails to
+//!    build, none runs.
 //! 2. **join the mesh**: connect one bounded channel to and from every other shard.
 //! 3. **run**: call the caller's `shard_main(ShardContext)` and drive its future to completion.
 //!
@@ -48,7 +49,7 @@ pub use counters::Counters;
 pub use dirlock::{DirLock, LOCK_FILE, LockError};
 pub use listener::{MIN_BACKLOG, ReservedPort, accept_nodelay, bind_listener, reserve_port};
 pub use mesh::{Mesh, MeshError};
-pub use runtime::{ShardContext, ShardError, ShardSet, ShardSetConfig, start};
+pub use runtime::{BLOCKING_THREADS, ShardContext, ShardError, ShardSet, ShardSetConfig, start};
 pub use shutdown::{ShutdownHandle, ShutdownSignal, WaitShutdown, handle_signals};
 
 /// Makes SIGTERM and SIGINT trigger `set`'s graceful shutdown, from a dedicated thread

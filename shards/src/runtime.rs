@@ -18,6 +18,12 @@ use glommio::{CpuSet, LocalExecutorBuilder, Placement, PoolPlacement};
 use crate::mesh::{self, Mesh, MeshEnds};
 use crate::shutdown::{ShutdownHandle, ShutdownSignal};
 
+/// Threads in each shard's glommio blocking pool: what `glommio::executor().spawn_blocking` and
+/// glommio's own blocking file operations (rename, remove, metadata) run on. Unbound, so that
+/// work is scheduled by the kernel instead of competing with its shard on the pinned CPU.
+/// Heavy blocking work (password hashing, fork/exec) belongs in ringmail's own worker pool.
+pub const BLOCKING_THREADS: usize = 1;
+
 /// How to start the set of shards. Plain data.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ShardSetConfig {
@@ -31,11 +37,6 @@ pub struct ShardSetConfig {
     pub name: String,
     /// Capacity of each shard-to-shard channel and of each shard's inbox, in messages.
     pub mesh_capacity: usize,
-    /// Threads in each shard's glommio blocking pool (what `glommio::executor().spawn_blocking`
-    /// and glommio's own blocking file operations use). They are left unbound, so blocking work
-    /// (password hashing, fork/exec) is scheduled by the kernel instead of competing with its
-    /// shard on the shard's pinned CPU. At least 1 is used.
-    pub blocking_threads: usize,
 }
 
 impl Default for ShardSetConfig {
@@ -45,7 +46,6 @@ impl Default for ShardSetConfig {
             pin_to_cpus: true,
             name: "ringmail".into(),
             mesh_capacity: 1024,
-            blocking_threads: 1,
         }
     }
 }
@@ -216,7 +216,6 @@ where
             shard,
             count,
             placement,
-            blocking_threads: config.blocking_threads.max(1),
             name: format!("{}-shard-{shard}", config.name),
             capacity,
             ends,
@@ -308,7 +307,6 @@ struct ShardThread<T: Send + 'static> {
     shard: usize,
     count: usize,
     placement: Placement,
-    blocking_threads: usize,
     name: String,
     capacity: usize,
     ends: MeshEnds<T>,
@@ -327,7 +325,7 @@ impl<T: Send + 'static> ShardThread<T> {
         let _guard = TriggerOnPanic(self.shutdown.clone());
         let built = LocalExecutorBuilder::new(self.placement)
             .name(&self.name)
-            .blocking_thread_pool_placement(PoolPlacement::Unbound(self.blocking_threads))
+            .blocking_thread_pool_placement(PoolPlacement::Unbound(BLOCKING_THREADS))
             .make();
         let executor = match built {
             Ok(ex) => {

@@ -14,7 +14,6 @@ fn config(count: usize) -> ShardSetConfig {
         pin_to_cpus: true,
         name: "test".into(),
         mesh_capacity: 16,
-        blocking_threads: 1,
     }
 }
 
@@ -54,8 +53,9 @@ fn shards_exchange_messages_and_stop_on_foreign_trigger() {
                 other => panic!("expected NoSuchShard, got {other:?}"),
             }
             ctx.shutdown().wait().await;
+            let woke = Instant::now();
             assert!(mesh.recv().await.is_none(), "recv ends after shutdown");
-            got
+            (got, woke)
         },
     )
     .expect("start");
@@ -68,11 +68,16 @@ fn shards_exchange_messages_and_stop_on_foreign_trigger() {
         .join()
         .expect("trigger thread");
     let outputs = join_within(set, Duration::from_secs(10)).expect("join");
-    let elapsed = t0.elapsed();
-    assert!(
-        elapsed < Duration::from_millis(500),
-        "shutdown took {elapsed:?}"
-    );
+    // The target is < 100 ms; the bound leaves room for a loaded 2-core build machine.
+    for (shard, (_, woke)) in outputs.iter().enumerate() {
+        let latency = woke.duration_since(t0);
+        eprintln!("shard {shard} woke {latency:?} after the foreign trigger");
+        assert!(
+            latency < Duration::from_millis(250),
+            "shard {shard} woke after {latency:?}"
+        );
+    }
+    let outputs: Vec<_> = outputs.into_iter().map(|(got, _)| got).collect();
     let mut shard0 = vec![(0, 7), (1, 101)];
     shard0.sort();
     let mut shard1 = vec![(1, 7), (0, 100)];
