@@ -1,0 +1,1 @@
+//! (placeholder: the POP3 connection driver)
