@@ -57,6 +57,9 @@ fn start_with(policy: PlaintextPolicy, idle_timeout: Duration) -> Server {
     settings.plaintext_auth = policy;
     settings.failed_login_delay = Duration::from_millis(100);
     settings.idle_timeout = idle_timeout;
+    let apop = dir.path().join("apop");
+    std::fs::write(&apop, "bob@example.test:apop-secret\n").unwrap();
+    settings.apop_secrets = Some(apop);
     let checker = PasswordChecker::Builtin { passwd };
     let (tx, rx) = std::sync::mpsc::channel();
     glommio::LocalExecutorBuilder::default()
@@ -330,4 +333,25 @@ fn idle_session_is_logged_out_without_update() {
         server.maildir().join("new/1000.A1.host").exists(),
         "no UPDATE on autologout"
     );
+}
+
+const PY_APOP: &str = r#"
+import poplib, sys
+port = int(sys.argv[1])
+p = poplib.POP3('127.0.0.1', port, timeout=10)
+try:
+    p.apop('bob@example.test', 'wrong'); assert False
+except poplib.error_proto as e:
+    assert '[AUTH]' in str(e), e
+assert p.apop('bob@example.test', 'apop-secret').startswith(b'+OK maildrop has 2')
+p.quit()
+print('apop ok')
+"#;
+
+#[test]
+fn apop_login_with_poplib() {
+    // Plaintext refused: APOP sends no password, so it is allowed without TLS.
+    let server = start(PlaintextPolicy::Never);
+    let out = python(PY_APOP, &[server.port.to_string()]);
+    assert!(out.contains("apop ok"), "{out}");
 }
