@@ -39,6 +39,10 @@ pub enum PlaintextPolicy {
     LoopbackOnly,
 }
 
+/// RFC 1939 §3: the autologout timer must be at least 10 minutes. Config validation should
+/// refuse smaller `idle_timeout`s (the driver does not clamp, so tests can use short ones).
+pub const MIN_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
+
 /// Settings for the POP3 service, the same on every shard.
 #[derive(Debug, Clone)]
 pub struct Pop3Settings {
