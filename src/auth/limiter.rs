@@ -1,0 +1,156 @@
+//! Failed-login rate limiting, per client IP and per user name.
+//!
+//! Each shard keeps its own limiter (no locks, DESIGN.md "share nothing"), so with N shards a
+//! client spreading connections across shards gets up to N times the budget; the fixed delay on
+//! every failure still bounds guessing speed. A blocked login gets the same reply and delay as
+//! a wrong password, so a blocked client learns nothing.
+
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+/// The limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LimiterConfig {
+    /// Failures counted over this window.
+    pub window: Duration,
+    /// Failures from one IP within the window before its logins are refused.
+    pub max_per_ip: u32,
+    /// Failures for one user name within the window before its logins are refused.
+    pub max_per_user: u32,
+    /// Entries kept per table (memory cap); the oldest are dropped first.
+    pub max_entries: usize,
+}
+
+impl Default for LimiterConfig {
+    fn default() -> Self {
+        LimiterConfig {
+            window: Duration::from_secs(600),
+            max_per_ip: 20,
+            max_per_user: 10,
+            max_entries: 10_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    start: Instant,
+    failures: u32,
+}
+
+/// Per-shard failure counters.
+#[derive(Debug, Default)]
+pub struct LoginLimiter {
+    config: LimiterConfig,
+    by_ip: HashMap<IpAddr, Window>,
+    by_user: HashMap<String, Window>,
+}
+
+fn failures<K: Hash + Eq>(
+    map: &HashMap<K, Window>,
+    key: &K,
+    now: Instant,
+    window: Duration,
+) -> u32 {
+    match map.get(key) {
+        Some(w) if now.duration_since(w.start) < window => w.failures,
+        _ => 0,
+    }
+}
+
+fn bump<K: Hash + Eq>(map: &mut HashMap<K, Window>, key: K, now: Instant, cfg: &LimiterConfig) {
+    if map.len() >= cfg.max_entries && !map.contains_key(&key) {
+        map.retain(|_, w| now.duration_since(w.start) < cfg.window);
+        if map.len() >= cfg.max_entries {
+            // Still full of live entries: forget the oldest one.
+            if let Some(oldest) = map
+                .iter()
+                .min_by_key(|(_, w)| w.start)
+                .map(|(_, w)| w.start)
+            {
+                map.retain(|_, w| w.start != oldest);
+            }
+        }
+    }
+    let w = map.entry(key).or_insert(Window {
+        start: now,
+        failures: 0,
+    });
+    if now.duration_since(w.start) >= cfg.window {
+        *w = Window {
+            start: now,
+            failures: 0,
+        };
+    }
+    w.failures += 1;
+}
+
+impl LoginLimiter {
+    /// A limiter with these limits.
+    pub fn new(config: LimiterConfig) -> Self {
+        LoginLimiter {
+            config,
+            ..Default::default()
+        }
+    }
+
+    /// True when a login from `ip` as `user` must be refused without checking.
+    pub fn is_blocked(&self, ip: IpAddr, user: &str, now: Instant) -> bool {
+        let w = self.config.window;
+        failures(&self.by_ip, &ip, now, w) >= self.config.max_per_ip
+            || failures(&self.by_user, &user.to_ascii_lowercase(), now, w)
+                >= self.config.max_per_user
+    }
+
+    /// Counts one failed login.
+    pub fn record_failure(&mut self, ip: IpAddr, user: &str, now: Instant) {
+        let cfg = self.config;
+        bump(&mut self.by_ip, ip, now, &cfg);
+        bump(&mut self.by_user, user.to_ascii_lowercase(), now, &cfg);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blocks_per_ip_and_per_user_then_expires() {
+        let cfg = LimiterConfig {
+            window: Duration::from_secs(60),
+            max_per_ip: 3,
+            max_per_user: 2,
+            max_entries: 100,
+        };
+        let mut l = LoginLimiter::new(cfg);
+        let t0 = Instant::now();
+        let a: IpAddr = "127.0.0.1".parse().unwrap();
+        let b: IpAddr = "127.0.0.2".parse().unwrap();
+        l.record_failure(a, "bob", t0);
+        assert!(!l.is_blocked(a, "bob", t0));
+        l.record_failure(a, "BOB", t0);
+        assert!(l.is_blocked(b, "bob", t0), "per user");
+        assert!(!l.is_blocked(a, "carol", t0));
+        l.record_failure(a, "carol", t0);
+        assert!(l.is_blocked(a, "dave", t0), "per ip");
+        assert!(!l.is_blocked(b, "dave", t0));
+        let later = t0 + Duration::from_secs(61);
+        assert!(!l.is_blocked(a, "bob", later));
+    }
+
+    #[test]
+    fn caps_memory() {
+        let cfg = LimiterConfig {
+            max_entries: 4,
+            ..LimiterConfig::default()
+        };
+        let mut l = LoginLimiter::new(cfg);
+        let now = Instant::now();
+        for i in 0..20u8 {
+            l.record_failure(IpAddr::from([10, 0, 0, i]), &format!("u{i}"), now);
+        }
+        assert!(l.by_ip.len() <= 4 && l.by_user.len() <= 4);
+    }
+}
