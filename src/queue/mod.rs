@@ -620,3 +620,6 @@ impl ShardQueue {
         self.shard
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -263,7 +263,8 @@ mod tests {
 
     #[test]
     fn names() {
-        let cases: &[(&str, Option<(bool, u64, &str)>)] = &[
+        type Parsed = Option<(bool, u64, &'static str)>;
+        let cases: &[(&str, Parsed)] = &[
             ("seg-00000000000000ff.log", Some((false, 255, "log"))),
             ("free-0000000000000001.state", Some((true, 1, "state"))),
             ("seg-ff.log", None),
