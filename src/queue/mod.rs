@@ -1,1 +1,625 @@
-//! (placeholder: filled in by the queue work)
+//! The durable queue: per-shard append-only segments, group commit, recovery, recipient state.
+//!
+//! # Files
+//!
+//! `<dir>/shard-<n>/` belongs to shard `n` alone. In it:
+//!
+//! | file | holds |
+//! |---|---|
+//! | `generation` | how many times this shard's queue was opened (written at each open) |
+//! | `seg-<id>.log` | message records (envelope + bytes), preallocated to `segment_size` |
+//! | `seg-<id>.state` | recipient-state records for the messages of `seg-<id>.log` |
+//! | `free-<id>.log`, `free-<id>.state` | a retired segment's files, waiting to be recycled |
+//!
+//! Every record carries magic, length, segment id, sequence, generation and CRC32C
+//! (see `record`). A file's content is its *valid prefix*: records from the start whose
+//! header, CRC, segment id and sequence (0, 1, 2, ...) fit, with generations never
+//! decreasing. Everything after the first misfit is garbage (a torn batch, preallocated
+//! zeros, or a recycled file's old records) and is overwritten by the next appends.
+//!
+//! # State table
+//!
+//! A message, and each of its recipients, is in one of these states. Each arrow is one
+//! atomic durable step; nothing is reported to a caller before its step is durable.
+//!
+//! | from | step (atomic, durable) | to |
+//! |---|---|---|
+//! | (none) | message record appended to the active `.log`, batch `fdatasync`'d | **queued**: every recipient `Pending{0, 0}` |
+//! | recipient `Pending` | state record `Deferred{attempts, next}` appended to `.state`, synced | recipient `Pending{attempts, next}` |
+//! | recipient `Pending` | state record `Delivered` / `Failed` appended, synced | recipient final |
+//! | queued, all recipients final | (no I/O: the last state record was the step) | **finished** |
+//! | active segment, full | new segment's names renamed/created + directory `fsync` | old segment **sealed** (in memory only) |
+//! | sealed segment, all messages finished | rename `.log` then `.state` to `free-*` + directory `fsync` | **retired** (files free) |
+//! | free files | rename to `seg-<new id>.*` + directory `fsync` | new, empty segment |
+//!
+//! A crash between any two steps leaves a state recovery understands: a torn batch was never
+//! acknowledged and is cut off; a half-done retire (log renamed, state not) leaves a state file
+//! without a log, treated as free; a recycled file's old records carry the old id and are not
+//! read. Final states are terminal: `record` refuses to change them.
+//!
+//! Recovery (`ShardQueue::open`) rebuilds every index from the files, retires segments whose
+//! messages are all finished, and keeps appending to the newest segment after its valid prefix
+//! with a new generation, so old intact records beyond the cut can never be mistaken for new.
+//!
+//! # Failure
+//!
+//! A failed write or `fdatasync` fails the whole batch and seals the segment for good: Linux
+//! reports a writeback error once, after which the page cache may claim data the disk lacks.
+//! Messages already durable in it stay readable; their states can only be recorded after a
+//! restart (recovery reads what really reached the disk).
+//!
+//! # Limits
+//!
+//! A message whose record exceeds `segment_size` gets a dedicated segment of exactly its size,
+//! sealed at once; records are limited to 4 GiB by the length field (`QueueError::TooLarge`).
+
+mod commit;
+mod error;
+mod open;
+mod record;
+mod recover;
+mod scan;
+mod segment;
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use crate::envelope::Envelope;
+
+use commit::Batcher;
+use record::{HEADER_LEN, Kind, MAX_PAYLOAD, StateChange};
+use segment::{FreeFiles, MessageEntry, Segment};
+
+pub use error::QueueError;
+pub use scan::scan;
+
+/// How many retired file pairs are kept for recycling; beyond that they are removed.
+const FREE_KEPT: usize = 4;
+
+/// Identifies a queued message: unique across shards (the shard is part of it) and restarts
+/// (segment ids are never reused). Displays as `<segment hex>.<shard>.<index>`.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct MessageId {
+    shard: u16,
+    segment: u64,
+    index: u32,
+}
+
+impl MessageId {
+    /// The shard whose queue holds the message.
+    pub fn shard(&self) -> u16 {
+        self.shard
+    }
+}
+
+impl fmt::Display for MessageId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:x}.{}.{}", self.segment, self.shard, self.index)
+    }
+}
+
+/// Why a string is not a `MessageId`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadMessageId;
+
+impl fmt::Display for BadMessageId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("not a message id (expected <hex>.<shard>.<index>)")
+    }
+}
+
+impl std::error::Error for BadMessageId {}
+
+impl FromStr for MessageId {
+    type Err = BadMessageId;
+
+    fn from_str(s: &str) -> Result<MessageId, BadMessageId> {
+        let mut parts = s.split('.');
+        let (Some(seg), Some(shard), Some(index), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(BadMessageId);
+        };
+        let digits = |p: &str, hex: bool| {
+            !p.is_empty()
+                && p.len() <= 16
+                && p.chars().all(|c| {
+                    if hex {
+                        c.is_ascii_hexdigit()
+                    } else {
+                        c.is_ascii_digit()
+                    }
+                })
+        };
+        if !digits(seg, true) || !digits(shard, false) || !digits(index, false) {
+            return Err(BadMessageId);
+        }
+        Ok(MessageId {
+            segment: u64::from_str_radix(seg, 16).map_err(|_| BadMessageId)?,
+            shard: shard.parse().map_err(|_| BadMessageId)?,
+            index: index.parse().map_err(|_| BadMessageId)?,
+        })
+    }
+}
+
+/// What a delivery attempt did for one recipient.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Final: the recipient has the message.
+    Delivered,
+    /// Final: permanently failed (a bounce was already queued, or none needed).
+    Failed,
+    /// Not final: try again at `next_attempt` (Unix seconds).
+    Deferred {
+        /// Attempts made so far.
+        attempts: u32,
+        /// When to try next, in Unix seconds.
+        next_attempt: u64,
+    },
+}
+
+/// One recipient's delivery state.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum RecipientState {
+    /// Still to deliver: `attempts` made so far, next try not before `next_attempt` (Unix
+    /// seconds; 0 means now).
+    Pending {
+        /// Attempts made so far.
+        attempts: u32,
+        /// When to try next, in Unix seconds.
+        next_attempt: u64,
+    },
+    /// Final: delivered.
+    Delivered,
+    /// Final: failed permanently.
+    Failed,
+}
+
+impl RecipientState {
+    /// Delivered and Failed are final; Pending is not.
+    pub fn is_final(&self) -> bool {
+        !matches!(self, RecipientState::Pending { .. })
+    }
+}
+
+impl From<Outcome> for RecipientState {
+    fn from(o: Outcome) -> RecipientState {
+        match o {
+            Outcome::Delivered => RecipientState::Delivered,
+            Outcome::Failed => RecipientState::Failed,
+            Outcome::Deferred {
+                attempts,
+                next_attempt,
+            } => RecipientState::Pending {
+                attempts,
+                next_attempt,
+            },
+        }
+    }
+}
+
+/// A message still in the queue, as `open` and `scan` report it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueuedMessage {
+    /// Its id.
+    pub id: MessageId,
+    /// Its envelope.
+    pub envelope: Envelope,
+    /// Message bytes length.
+    pub size: u64,
+    /// One per envelope recipient.
+    pub states: Vec<RecipientState>,
+}
+
+/// Tuning of one shard's queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueOptions {
+    /// Preallocated size of a segment's log, e.g. 64 MiB. Larger is fewer rollovers; smaller
+    /// retires (and frees) sooner.
+    pub segment_size: u64,
+}
+
+impl Default for QueueOptions {
+    fn default() -> QueueOptions {
+        QueueOptions {
+            segment_size: 64 << 20,
+        }
+    }
+}
+
+/// Counters of one shard's queue.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueStats {
+    /// Durable messages with at least one non-final recipient.
+    pub messages_pending: u64,
+    /// Live segments (active and sealed).
+    pub segments: u64,
+    /// Retired file pairs kept for recycling.
+    pub free_segments: u64,
+    /// Bytes of message records in live segments.
+    pub bytes: u64,
+    /// Messages committed since open.
+    pub commits: u64,
+    /// Batches written since open.
+    pub batches: u64,
+    /// `fdatasync` calls since open (group commit makes this much smaller than commits).
+    pub fdatasyncs: u64,
+    /// This open's generation.
+    pub generation: u64,
+}
+
+/// Mutable state of one shard's queue (touched only between awaits).
+struct Inner {
+    segments: BTreeMap<u64, Segment>,
+    active: Option<u64>,
+    free: Vec<FreeFiles>,
+    next_segment_id: u64,
+    closed: bool,
+    messages_pending: u64,
+    commits: u64,
+}
+
+/// One shard's queue. `!Send`: it lives on its shard's executor and uses glommio file I/O.
+pub struct ShardQueue {
+    dir: PathBuf,
+    shard: u16,
+    opts: QueueOptions,
+    generation: u64,
+    inner: RefCell<Inner>,
+    batcher: Batcher,
+    /// Serializes rollovers (creating a segment awaits; concurrent commits wait here).
+    rollover: glommio::sync::Semaphore,
+}
+
+impl ShardQueue {
+    /// Appends the message; returns only once it is durable (fdatasync'd). Concurrent callers
+    /// on the same shard share one fdatasync (group commit: while one sync is in flight, new
+    /// appends gather into the next batch).
+    pub async fn commit(
+        &self,
+        envelope: &Envelope,
+        message: &[u8],
+    ) -> Result<MessageId, QueueError> {
+        let head = record::encode_envelope(envelope).map_err(QueueError::BadEnvelope)?;
+        let payload_len = (head.len() + message.len()) as u64;
+        if payload_len > MAX_PAYLOAD {
+            return Err(QueueError::TooLarge {
+                size: payload_len,
+                limit: MAX_PAYLOAD,
+            });
+        }
+        let record_len = HEADER_LEN as u64 + payload_len;
+        let (segment, index, batch) = loop {
+            if let Some(reserved) = self.try_append(&head, message, record_len, envelope)? {
+                break reserved;
+            }
+            self.roll_over(record_len).await?;
+        };
+        let id = MessageId {
+            shard: self.shard,
+            segment,
+            index,
+        };
+        let result = self.batcher.wait(batch).await;
+        let mut inner = self.inner.borrow_mut();
+        let Some(seg) = inner.segments.get_mut(&segment) else {
+            return result.and(Err(QueueError::UnknownMessage(id)));
+        };
+        let Some(entry) = seg.messages.get_mut(index as usize) else {
+            return result.and(Err(QueueError::UnknownMessage(id)));
+        };
+        match result {
+            Ok(()) => {
+                entry.durable = true;
+                inner.messages_pending += 1;
+                inner.commits += 1;
+                Ok(id)
+            }
+            Err(e) => {
+                // It never existed; it must not hold the segment back from retiring.
+                entry.finished = true;
+                seg.unfinished -= 1;
+                seg.failed = true;
+                seg.sealed = true;
+                Err(e)
+            }
+        }
+    }
+
+    /// Reserves room in the active segment and queues the record; `None` when it does not fit.
+    fn try_append(
+        &self,
+        head: &[u8],
+        message: &[u8],
+        record_len: u64,
+        envelope: &Envelope,
+    ) -> Result<Option<(u64, u32, u64)>, QueueError> {
+        let mut inner = self.inner.borrow_mut();
+        if inner.closed {
+            return Err(QueueError::Closed);
+        }
+        let Some(active) = inner.active else {
+            return Ok(None);
+        };
+        let Some(seg) = inner.segments.get_mut(&active) else {
+            return Ok(None);
+        };
+        let index = u32::try_from(seg.next_log_seq).ok();
+        let Some(index) = index
+            .filter(|_| !seg.sealed && !seg.failed && seg.log_end + record_len <= seg.capacity)
+        else {
+            return Ok(None);
+        };
+        let mut bytes = Vec::new();
+        record::encode(
+            Kind::Message,
+            seg.id,
+            seg.next_log_seq,
+            self.generation,
+            &[head, message],
+            &mut bytes,
+        );
+        let pos = seg.log_end;
+        seg.log_end += record_len;
+        seg.next_log_seq += 1;
+        seg.unfinished += 1;
+        seg.messages.push(MessageEntry {
+            offset: pos,
+            record_len,
+            states: vec![
+                RecipientState::Pending {
+                    attempts: 0,
+                    next_attempt: 0
+                };
+                envelope.recipients.len()
+            ],
+            durable: false,
+            finished: false,
+        });
+        let batch = self.batcher.enqueue(&seg.log, &seg.log_path, pos, bytes);
+        Ok(Some((seg.id, index, batch)))
+    }
+
+    /// Seals the active segment and makes a new one big enough for `record_len`.
+    async fn roll_over(&self, record_len: u64) -> Result<(), QueueError> {
+        let _permit = self
+            .rollover
+            .acquire_permit(1)
+            .await
+            .map_err(|_| QueueError::Closed)?;
+        let (id, recycle, capacity, old) = {
+            let mut inner = self.inner.borrow_mut();
+            if inner.closed {
+                return Err(QueueError::Closed);
+            }
+            if let Some(seg) = inner.active.and_then(|a| inner.segments.get(&a)) {
+                // Someone else rolled over while we waited for the permit.
+                if !seg.sealed && !seg.failed && seg.log_end + record_len <= seg.capacity {
+                    return Ok(());
+                }
+            }
+            let id = inner.next_segment_id;
+            inner.next_segment_id += 1;
+            // A dedicated segment for an oversized message; recycled files are for normal ones.
+            let big = record_len > self.opts.segment_size;
+            let recycle = if big { None } else { inner.free.pop() };
+            (
+                id,
+                recycle,
+                self.opts.segment_size.max(record_len),
+                inner.active,
+            )
+        };
+        let seg = Segment::create(&self.dir, id, capacity, recycle).await?;
+        let old = {
+            let mut inner = self.inner.borrow_mut();
+            inner.segments.insert(id, seg);
+            inner.active = Some(id);
+            old.and_then(|o| {
+                let s = inner.segments.get_mut(&o)?;
+                s.sealed = true;
+                (s.unfinished == 0 && !s.failed).then_some(o)
+            })
+        };
+        if let Some(o) = old {
+            self.retire(o).await?;
+        }
+        Ok(())
+    }
+
+    /// Appends a recipient's outcome durably (group-committed the same way). When every
+    /// recipient of a message is final, the message is finished; when every message of a
+    /// sealed segment is finished, the segment is retired.
+    pub async fn record(
+        &self,
+        id: MessageId,
+        recipient: usize,
+        outcome: Outcome,
+    ) -> Result<(), QueueError> {
+        let state = RecipientState::from(outcome);
+        let (batch, previous, finished) = {
+            let mut inner = self.inner.borrow_mut();
+            if inner.closed {
+                return Err(QueueError::Closed);
+            }
+            let seg = inner
+                .segments
+                .get_mut(&id.segment)
+                .filter(|_| id.shard == self.shard)
+                .ok_or(QueueError::UnknownMessage(id))?;
+            if seg.failed {
+                return Err(QueueError::SegmentFailed { segment: seg.id });
+            }
+            let entry = seg
+                .messages
+                .get_mut(id.index as usize)
+                .filter(|e| e.durable && !e.states.is_empty())
+                .ok_or(QueueError::UnknownMessage(id))?;
+            let slot = entry
+                .states
+                .get_mut(recipient)
+                .ok_or(QueueError::NoSuchRecipient { id, recipient })?;
+            if slot.is_final() {
+                return Err(QueueError::AlreadyFinal { id, recipient });
+            }
+            // Applied now, so a concurrent record() sees it; undone if the batch fails.
+            let previous = std::mem::replace(slot, state);
+            let finished = entry.states.iter().all(|s| s.is_final());
+            if finished {
+                entry.finished = true;
+                seg.unfinished -= 1;
+            }
+            let payload = record::encode_state(&StateChange {
+                index: id.index,
+                recipient: recipient as u32,
+                state,
+            });
+            let mut bytes = Vec::with_capacity(HEADER_LEN + payload.len());
+            record::encode(
+                Kind::State,
+                seg.id,
+                seg.next_state_seq,
+                self.generation,
+                &[&payload],
+                &mut bytes,
+            );
+            let pos = seg.state_end;
+            seg.state_end += bytes.len() as u64;
+            seg.next_state_seq += 1;
+            let batch = self
+                .batcher
+                .enqueue(&seg.state, &seg.state_path, pos, bytes);
+            if finished {
+                inner.messages_pending -= 1;
+            }
+            (batch, previous, finished)
+        };
+        let result = self.batcher.wait(batch).await;
+        let retire = {
+            let mut inner = self.inner.borrow_mut();
+            let Some(seg) = inner.segments.get_mut(&id.segment) else {
+                return result;
+            };
+            if let Err(e) = result {
+                seg.failed = true;
+                seg.sealed = true;
+                if let Some(entry) = seg.messages.get_mut(id.index as usize) {
+                    if let Some(slot) = entry.states.get_mut(recipient) {
+                        *slot = previous;
+                    }
+                    if finished {
+                        entry.finished = false;
+                        seg.unfinished += 1;
+                        inner.messages_pending += 1;
+                    }
+                }
+                return Err(e);
+            }
+            finished && seg.sealed && seg.unfinished == 0
+        };
+        if retire {
+            self.retire(id.segment).await?;
+        }
+        Ok(())
+    }
+
+    /// Retires a sealed segment whose messages are all finished: its files become free.
+    async fn retire(&self, id: u64) -> Result<(), QueueError> {
+        let keep = {
+            let mut inner = self.inner.borrow_mut();
+            // Whoever removes it from the map does the renames; nobody writes to it any more.
+            if inner.segments.remove(&id).is_none() {
+                return Ok(());
+            }
+            inner.free.len() < FREE_KEPT
+        };
+        segment::retire_files(&self.dir, id, keep).await?;
+        if keep {
+            self.inner.borrow_mut().free.push(FreeFiles {
+                id,
+                log: true,
+                state: true,
+            });
+        }
+        log::debug!("queue {}: retired segment {id:x}", self.dir.display());
+        Ok(())
+    }
+
+    /// The message bytes of a queued message (for retries after the in-memory copy was
+    /// dropped, and after recovery). Reads through the page cache with a positional read,
+    /// never mmap: the active segment is still being written.
+    pub async fn read_message(&self, id: MessageId) -> Result<Vec<u8>, QueueError> {
+        let (file, path, offset, len) = {
+            let inner = self.inner.borrow();
+            let seg = inner
+                .segments
+                .get(&id.segment)
+                .filter(|_| id.shard == self.shard)
+                .ok_or(QueueError::UnknownMessage(id))?;
+            let entry = seg
+                .messages
+                .get(id.index as usize)
+                .filter(|e| e.durable)
+                .ok_or(QueueError::UnknownMessage(id))?;
+            (
+                seg.log.clone(),
+                seg.log_path.clone(),
+                entry.offset,
+                entry.record_len,
+            )
+        };
+        let corrupt = |what: &str| QueueError::Corrupt {
+            path: path.to_path_buf(),
+            offset,
+            what: what.to_string(),
+        };
+        let buf = file
+            .read_at(offset, len as usize)
+            .await
+            .map_err(|e| QueueError::io(&path, "reading", e))?;
+        let (header, payload) = record::decode(&buf).map_err(|e| corrupt(e.describe()))?;
+        if header.kind != Kind::Message || header.segment != id.segment {
+            return Err(corrupt("record is not this message"));
+        }
+        let (_, body) = record::decode_message(payload).map_err(|e| corrupt(e.describe()))?;
+        Ok(body.to_vec())
+    }
+
+    /// Flush and sync everything; after this, no more writes. Used at graceful shutdown.
+    pub async fn close(&self) -> Result<(), QueueError> {
+        self.inner.borrow_mut().closed = true;
+        // Every caller waits for its own batch, but a caller may have been dropped mid-wait:
+        // make sure whatever is queued reaches the disk.
+        let last = self.batcher.last_batch();
+        if last > 0 {
+            self.batcher.wait(last).await?;
+        }
+        segment::sync_dir(&self.dir).await
+    }
+
+    /// Counters for `ringmail queue stat`, metrics and tests.
+    pub fn stats(&self) -> QueueStats {
+        let inner = self.inner.borrow();
+        QueueStats {
+            messages_pending: inner.messages_pending,
+            segments: inner.segments.len() as u64,
+            free_segments: inner.free.len() as u64,
+            bytes: inner.segments.values().map(|s| s.log_end).sum(),
+            commits: inner.commits,
+            batches: self.batcher.batches(),
+            fdatasyncs: self.batcher.fdatasyncs(),
+            generation: self.generation,
+        }
+    }
+
+    /// The shard this queue belongs to.
+    pub fn shard(&self) -> u16 {
+        self.shard
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,1 +1,128 @@
-//! (placeholder: filled in by the smtp work)
+//! The SMTP server protocol (RFC 5321 plus PIPELINING, SIZE, 8BITMIME, ENHANCEDSTATUSCODES,
+//! SMTPUTF8 and CHUNKING) as sans-IO code: bytes in, replies and complete messages out.
+//!
+//! The connection driver owns the socket and the clock; it feeds whatever it read to
+//! [`Session::receive`], writes `out` back, and acts on the returned [`Progress`]:
+//!
+//! ```text
+//! greeting(out) ─▶ write
+//! loop: read ─▶ receive(bytes, cx, out) ─▶ write out ─▶ NeedMore: read again
+//!                                                   ├▶ Commit(env, msg): queue it, then committed(result, cx, out)
+//!                                                   └▶ Close: close the socket
+//! ```
+//!
+//! - `command`: one command line to a [`Command`] (or a [`CommandError`]).
+//! - `reply`: every reply the server sends, as data.
+//! - `data`: the DATA body scanner (end of data, dot-unstuffing, bare CR/LF, limits).
+//! - `received`: the `Received:` trace header and hop counting.
+//! - `session`: the state machine that ties them together.
+
+mod command;
+mod data;
+mod received;
+pub mod reply;
+mod session;
+
+#[cfg(test)]
+mod tests;
+
+pub use command::{Command, CommandError, MailFrom, RcptTo, parse_command};
+pub use data::{DataFindings, DataScanner, has_long_line};
+pub use received::{Protocol, count_hops, received_header};
+pub use reply::Reply;
+pub use session::Session;
+
+use std::net::SocketAddr;
+use std::time::SystemTime;
+
+/// What one SMTP listener enforces and announces. Plain data, validated by the config layer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SmtpConfig {
+    /// Our name: in the greeting, the EHLO reply and the `by` clause of `Received:`.
+    pub hostname: String,
+    /// Largest message body accepted, in octets (RFC 1870 SIZE); larger gets 552 5.3.4.
+    pub max_message_size: usize,
+    /// Recipients per transaction; more get 452 4.5.3 (RFC 5321 4.5.3.1.8 asks for at least 100).
+    pub max_recipients: usize,
+    /// What to do with text lines longer than 998 octets plus CRLF (RFC 5322 2.1.1).
+    pub long_lines: LongLines,
+    /// More `Received:`/`Delivered-To:` header fields than this is a mail loop: 554 5.4.6.
+    pub max_hops: usize,
+    /// After this many protocol errors (bad, unknown or out-of-sequence commands) the session
+    /// replies 421 4.7.0 and closes.
+    pub max_errors: usize,
+    /// Hard cap on command lines per session, whatever they are; then 421 4.7.0 and close.
+    /// It bounds the work one connection can cause; a client that sends many messages simply
+    /// reconnects.
+    pub max_commands: usize,
+}
+
+impl Default for SmtpConfig {
+    fn default() -> Self {
+        SmtpConfig {
+            hostname: "localhost".to_string(),
+            max_message_size: 10 * 1024 * 1024,
+            max_recipients: 100,
+            long_lines: LongLines::Keep,
+            max_hops: 100,
+            max_errors: 20,
+            max_commands: 10_000,
+        }
+    }
+}
+
+/// Handling of message lines over 998 octets (plus CRLF). A line is never truncated or
+/// rewrapped: that would break signatures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LongLines {
+    /// Reject the message with 550 5.6.0 once the end of data has arrived.
+    Reject,
+    /// Store the message exactly as received.
+    Keep,
+}
+
+/// The two ends of the connection, for policy decisions and the `Received:` header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerInfo {
+    pub remote: SocketAddr,
+    pub local: SocketAddr,
+}
+
+/// Decides whether a recipient is accepted (local user? relaying allowed for this client?).
+pub trait RecipientPolicy {
+    /// Called for every RCPT TO; address is without brackets; the session already checked syntax.
+    fn check_recipient(&self, peer: &PeerInfo, address: &str) -> RcptVerdict;
+}
+
+/// The answer of a [`RecipientPolicy`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RcptVerdict {
+    /// 250 2.1.5: the recipient joins the envelope.
+    Accept,
+    /// 550 5.1.1: no such local user.
+    UnknownUser,
+    /// 554 5.7.1: not a local domain and this client may not relay.
+    RelayDenied,
+    /// 451 4.3.0 with this text: try again later (e.g. a lookup failed).
+    TempFail(String),
+}
+
+/// What a session needs from the outside world for one call: the time and the policy.
+pub struct Context<'a> {
+    pub now: SystemTime,
+    pub policy: &'a dyn RecipientPolicy,
+}
+
+/// What the driver must do after a call into the session.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Progress {
+    /// All input consumed; write `out` to the client and read more.
+    NeedMore,
+    /// A complete message: the driver makes it durable, then calls `committed`.
+    /// Any pipelined bytes after the end of DATA stay buffered inside the session.
+    /// The bytes are the message with our `Received:` header prepended, dot-unstuffed, with
+    /// line ends exactly as received (CRLF for DATA; BDAT content is untouched).
+    Commit(Box<crate::envelope::Envelope>, Vec<u8>),
+    /// Write `out`, then close the connection (after QUIT, 421, too many errors...).
+    Close,
+}

@@ -1,0 +1,200 @@
+//! Group commit: appends gather into the open batch while one batch is being written and
+//! `fdatasync`'d; nobody's `commit` or `record` returns before its batch is durable.
+//!
+//! There is no background task: the first waiter that finds no sync in flight becomes the
+//! leader, takes the open batch (opening the next), writes it, syncs each file once, and wakes
+//! everyone. Batches are written strictly one after another and each batch's bytes for a
+//! file are contiguous and follow the previous batch's, so a file never has a hole before
+//! a durable record (recovery's "valid prefix" would otherwise drop acknowledged records).
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::future::poll_fn;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::task::{Poll, Waker};
+
+use glommio::io::BufferedFile;
+
+use super::QueueError;
+
+/// One file's bytes in a batch.
+struct Pending {
+    file: Rc<BufferedFile>,
+    path: Rc<PathBuf>,
+    pos: u64,
+    bytes: Vec<u8>,
+}
+
+/// How many failed batches' errors are remembered for late waiters.
+const FAILURES_KEPT: usize = 64;
+
+/// The batcher of one shard's queue.
+pub(crate) struct Batcher {
+    /// The number of the batch now gathering (starts at 1).
+    open: Cell<u64>,
+    /// Every batch `<= done` is finished (durable, or failed and listed in `failures`).
+    done: Cell<u64>,
+    syncing: Cell<bool>,
+    pending: RefCell<Vec<Pending>>,
+    failures: RefCell<VecDeque<(u64, QueueError)>>,
+    waiters: RefCell<Vec<Waker>>,
+    /// Bumped at every wake-up, so a waiter knows whether anything happened.
+    wakeups: Cell<u64>,
+    fdatasyncs: Cell<u64>,
+    batches: Cell<u64>,
+}
+
+impl Batcher {
+    pub(crate) fn new() -> Batcher {
+        Batcher {
+            open: Cell::new(1),
+            done: Cell::new(0),
+            syncing: Cell::new(false),
+            pending: RefCell::new(Vec::new()),
+            failures: RefCell::new(VecDeque::new()),
+            waiters: RefCell::new(Vec::new()),
+            wakeups: Cell::new(0),
+            fdatasyncs: Cell::new(0),
+            batches: Cell::new(0),
+        }
+    }
+
+    /// How many `fdatasync` calls the batcher has made.
+    pub(crate) fn fdatasyncs(&self) -> u64 {
+        self.fdatasyncs.get()
+    }
+
+    /// How many batches were written.
+    pub(crate) fn batches(&self) -> u64 {
+        self.batches.get()
+    }
+
+    /// Adds bytes to be written at `pos` of `file` in the open batch; returns the batch number
+    /// to `wait` for. The caller reserved `pos` itself, in order, so consecutive appends to a
+    /// file are contiguous and merge into one write.
+    pub(crate) fn enqueue(
+        &self,
+        file: &Rc<BufferedFile>,
+        path: &Rc<PathBuf>,
+        pos: u64,
+        bytes: Vec<u8>,
+    ) -> u64 {
+        let mut pending = self.pending.borrow_mut();
+        let merged = pending.iter_mut().rev().find(|p| Rc::ptr_eq(&p.file, file));
+        match merged {
+            Some(p) if p.pos + p.bytes.len() as u64 == pos => p.bytes.extend_from_slice(&bytes),
+            _ => pending.push(Pending {
+                file: file.clone(),
+                path: path.clone(),
+                pos,
+                bytes,
+            }),
+        }
+        self.open.get()
+    }
+
+    /// The batch that the next `enqueue` would join, if anything is waiting to be written or a
+    /// sync is in flight; `wait`ing for it flushes everything queued so far.
+    pub(crate) fn last_batch(&self) -> u64 {
+        if self.pending.borrow().is_empty() {
+            self.open.get() - 1
+        } else {
+            self.open.get()
+        }
+    }
+
+    /// Returns once batch `batch` is durable, leading the write+sync if nobody else is.
+    pub(crate) async fn wait(&self, batch: u64) -> Result<(), QueueError> {
+        loop {
+            if self.done.get() >= batch {
+                let failures = self.failures.borrow();
+                return match failures.iter().find(|(b, _)| *b == batch) {
+                    Some((_, e)) => Err(e.clone()),
+                    None => Ok(()),
+                };
+            }
+            if !self.syncing.get() {
+                self.lead().await;
+                continue;
+            }
+            let seen = self.wakeups.get();
+            poll_fn(|cx| {
+                if self.wakeups.get() != seen {
+                    Poll::Ready(())
+                } else {
+                    self.waiters.borrow_mut().push(cx.waker().clone());
+                    Poll::Pending
+                }
+            })
+            .await;
+        }
+    }
+
+    /// Writes and syncs the open batch, then wakes every waiter.
+    async fn lead(&self) {
+        self.syncing.set(true);
+        let batch = self.open.get();
+        self.open.set(batch + 1);
+        let pending = std::mem::take(&mut *self.pending.borrow_mut());
+        let result = self.flush(pending).await;
+        if let Err(e) = result {
+            let mut failures = self.failures.borrow_mut();
+            if failures.len() == FAILURES_KEPT {
+                failures.pop_front();
+            }
+            failures.push_back((batch, e));
+        }
+        self.batches.set(self.batches.get() + 1);
+        self.done.set(batch);
+        self.syncing.set(false);
+        self.wakeups.set(self.wakeups.get() + 1);
+        for w in self.waiters.borrow_mut().drain(..) {
+            w.wake();
+        }
+    }
+
+    async fn flush(&self, pending: Vec<Pending>) -> Result<(), QueueError> {
+        let mut files: Vec<(Rc<BufferedFile>, Rc<PathBuf>)> = Vec::new();
+        for p in pending {
+            if !files.iter().any(|(f, _)| Rc::ptr_eq(f, &p.file)) {
+                files.push((p.file.clone(), p.path.clone()));
+            }
+            write_all(&p.file, &p.path, p.pos, p.bytes).await?;
+        }
+        for (file, path) in files {
+            self.fdatasyncs.set(self.fdatasyncs.get() + 1);
+            file.fdatasync().await.map_err(|e| QueueError::SyncFailed {
+                path: path.to_path_buf(),
+                message: e.to_string(),
+            })?;
+        }
+        Ok(())
+    }
+}
+
+/// Writes the whole buffer at `pos`. A short write to a regular file only happens when the disk
+/// or a quota is full, where retrying the rest would fail too: it fails the batch (the buffer
+/// was handed to the kernel by value, so the rest is not kept for a retry).
+async fn write_all(
+    file: &BufferedFile,
+    path: &Rc<PathBuf>,
+    pos: u64,
+    bytes: Vec<u8>,
+) -> Result<(), QueueError> {
+    let len = bytes.len();
+    let n = file
+        .write_at(bytes, pos)
+        .await
+        .map_err(|e| QueueError::SyncFailed {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+    if n < len {
+        return Err(QueueError::SyncFailed {
+            path: path.to_path_buf(),
+            message: format!("short write: {n} of {len} bytes"),
+        });
+    }
+    Ok(())
+}

@@ -1,0 +1,555 @@
+//! The SMTP server session: a state machine from input bytes to replies and complete messages.
+//!
+//! ```text
+//! ExpectHelo ─EHLO/HELO─▶ ExpectMail ─MAIL─▶ ExpectRcpt ─RCPT ok─▶ ExpectRcptOrData
+//!                             ▲                                     │DATA        │BDAT n
+//!                             │                               ExpectBody    ExpectChunk ◀─BDAT─ ExpectBdat
+//!                             │                                     │ .           │ LAST  └─not LAST─▶ ┘
+//!                             └── committed() ◀── ExpectCommitted ◀─┴─────────────┘
+//! ```
+//!
+//! RSET and a new EHLO/HELO go back to ExpectMail from anywhere; QUIT, 421 and the limits go to
+//! Closed. Input is taken whole on every call; a partial command line (at most 512 octets) and
+//! anything pipelined after a completed message stay buffered here.
+
+use std::rc::Rc;
+
+use super::command::{Command, CommandError, MailFrom, RcptTo, parse_command};
+use super::data::{DataFindings, DataScanner, has_long_line};
+use super::received::{Protocol, count_hops, received_header};
+use super::reply::{self, Reply};
+use super::{Context, LongLines, PeerInfo, Progress, RcptVerdict, SmtpConfig};
+use crate::clock::unix_seconds;
+use crate::envelope::Envelope;
+
+/// Longest command line including CRLF (RFC 5321 4.5.3.1.4).
+const MAX_COMMAND_LINE: usize = 512;
+
+/// What the session expects next.
+#[derive(Debug)]
+enum State {
+    /// EHLO or HELO (RFC 5321 4.1.4: MAIL needs a greeting first).
+    ExpectHelo,
+    /// MAIL FROM.
+    ExpectMail,
+    /// RCPT TO; no recipient accepted yet.
+    ExpectRcpt,
+    /// More RCPT TO, or DATA / BDAT.
+    ExpectRcptOrData,
+    /// DATA body lines up to CRLF.CRLF.
+    ExpectBody(DataScanner),
+    /// `remaining` raw octets of a BDAT chunk. With `refusal`, the chunk is read and dropped,
+    /// then the refusal is sent and the session goes to `resume` (RFC 3030 2: the octets of a
+    /// refused chunk must still be consumed, or they would be read as commands).
+    ExpectChunk {
+        size: u64,
+        remaining: u64,
+        last: bool,
+        refusal: Option<(Reply, Box<State>)>,
+    },
+    /// The next BDAT after a non-final chunk.
+    ExpectBdat,
+    /// The driver's answer to a Commit.
+    ExpectCommitted,
+    /// Nothing: the connection is over.
+    Closed,
+}
+
+/// How the client greeted us.
+#[derive(Debug)]
+struct Greeting {
+    name: String,
+    esmtp: bool,
+}
+
+/// The mail transaction being built (RFC 5321 3.3).
+#[derive(Debug, Default)]
+struct Transaction {
+    sender: String,
+    recipients: Vec<String>,
+    smtputf8: bool,
+    body_8bit: bool,
+    /// Our `Received:` header followed by the body received so far.
+    message: Vec<u8>,
+    /// Length of our header at the start of `message`.
+    header_len: usize,
+}
+
+/// One SMTP server connection's protocol state. No I/O: see the module docs of `smtp`.
+#[derive(Debug)]
+pub struct Session {
+    config: Rc<SmtpConfig>,
+    peer: PeerInfo,
+    state: State,
+    greeting: Option<Greeting>,
+    tx: Transaction,
+    /// Input not yet processed: a partial command line, or what came after a message.
+    pending: Vec<u8>,
+    /// The rest of an overlong command line is being skipped up to its LF.
+    skipping_line: bool,
+    errors: usize,
+    commands: usize,
+}
+
+impl Session {
+    pub fn new(config: Rc<SmtpConfig>, peer: PeerInfo) -> Session {
+        Session {
+            config,
+            peer,
+            state: State::ExpectHelo,
+            greeting: None,
+            tx: Transaction::default(),
+            pending: Vec::new(),
+            skipping_line: false,
+            errors: 0,
+            commands: 0,
+        }
+    }
+
+    /// The 220 banner the server sends first (RFC 5321 4.3.1).
+    pub fn greeting(&self, out: &mut Vec<u8>) {
+        reply::greeting(&self.config.hostname).write_to(out);
+    }
+
+    /// Takes all of `input`, appends every reply to `out`, and says what the driver does next.
+    /// After `Commit`, call [`Session::committed`] before `receive` again; input given meanwhile
+    /// is only buffered.
+    pub fn receive(&mut self, input: &[u8], cx: &Context, out: &mut Vec<u8>) -> Progress {
+        if self.pending.is_empty() {
+            // Common case: work straight from the caller's buffer and keep only the leftover.
+            let (used, progress) = self.run(input, cx, out);
+            if !matches!(self.state, State::Closed) {
+                self.pending.extend_from_slice(&input[used..]);
+            }
+            progress
+        } else {
+            self.pending.extend_from_slice(input);
+            self.resume(cx, out)
+        }
+    }
+
+    /// The driver's outcome for the message of the last `Commit`: `Ok(queue id)` or
+    /// `Err(reason)`. Replies, then carries on with buffered pipelined input.
+    pub fn committed(
+        &mut self,
+        result: Result<String, String>,
+        cx: &Context,
+        out: &mut Vec<u8>,
+    ) -> Progress {
+        if !matches!(self.state, State::ExpectCommitted) {
+            return self.resume(cx, out);
+        }
+        match result {
+            Ok(id) => reply::queued(&id),
+            Err(reason) => reply::queue_failed(&reason),
+        }
+        .write_to(out);
+        self.reset_transaction();
+        self.resume(cx, out)
+    }
+
+    /// The client was idle too long: 421 4.4.2 (RFC 5321 4.5.3.2), then close.
+    pub fn timeout(&mut self, out: &mut Vec<u8>) {
+        self.close_with(reply::timeout(&self.config.hostname), out);
+    }
+
+    /// The server is stopping: 421 4.3.2, then close.
+    pub fn shutting_down(&mut self, out: &mut Vec<u8>) {
+        self.close_with(reply::shutting_down(&self.config.hostname), out);
+    }
+
+    /// Whether message content is being read (the driver uses the longer data timeout).
+    pub fn in_data(&self) -> bool {
+        matches!(self.state, State::ExpectBody(_) | State::ExpectChunk { .. })
+    }
+
+    fn resume(&mut self, cx: &Context, out: &mut Vec<u8>) -> Progress {
+        let mut buf = std::mem::take(&mut self.pending);
+        let (used, progress) = self.run(&buf, cx, out);
+        if !matches!(self.state, State::Closed) {
+            buf.drain(..used);
+            self.pending = buf;
+        }
+        progress
+    }
+
+    /// Processes `buf` until it is used up or a Commit/Close pauses; returns octets used.
+    fn run(&mut self, buf: &[u8], cx: &Context, out: &mut Vec<u8>) -> (usize, Progress) {
+        let mut pos = 0;
+        loop {
+            match &mut self.state {
+                State::Closed => return (buf.len(), Progress::Close),
+                State::ExpectCommitted => return (pos, Progress::NeedMore),
+                State::ExpectBody(scanner) => {
+                    let (used, done) = scanner.scan(&buf[pos..], &mut self.tx.message);
+                    pos += used;
+                    if !done {
+                        return (pos, Progress::NeedMore);
+                    }
+                    let findings = scanner.findings();
+                    if let Some(progress) = self.finish_message(findings, cx, out) {
+                        return (pos, progress);
+                    }
+                }
+                State::ExpectChunk {
+                    remaining, refusal, ..
+                } => {
+                    let available = (buf.len() - pos) as u64;
+                    let take = (*remaining).min(available) as usize;
+                    if refusal.is_none() {
+                        self.tx.message.extend_from_slice(&buf[pos..pos + take]);
+                    }
+                    pos += take;
+                    *remaining -= take as u64;
+                    if *remaining > 0 {
+                        return (pos, Progress::NeedMore);
+                    }
+                    if let Some(progress) = self.finish_chunk(cx, out) {
+                        return (pos, progress);
+                    }
+                }
+                _ => {
+                    let rest = &buf[pos..];
+                    if self.skipping_line {
+                        match rest.iter().position(|&b| b == b'\n') {
+                            Some(i) => {
+                                pos += i + 1;
+                                self.skipping_line = false;
+                                continue;
+                            }
+                            None => return (buf.len(), Progress::NeedMore),
+                        }
+                    }
+                    let window = &rest[..rest.len().min(MAX_COMMAND_LINE)];
+                    let lf = window.iter().position(|&b| b == b'\n');
+                    let progress = match lf {
+                        Some(i) => {
+                            pos += i + 1;
+                            let line = &rest[..i];
+                            self.command(line.strip_suffix(b"\r").unwrap_or(line), cx, out)
+                        }
+                        None if rest.len() >= MAX_COMMAND_LINE => {
+                            // RFC 5321 4.5.3.1.4; the tail of the line is not a command.
+                            self.skipping_line = true;
+                            self.error(reply::LINE_TOO_LONG, out)
+                        }
+                        None => return (pos, Progress::NeedMore),
+                    };
+                    if let Some(progress) = progress {
+                        return (pos, progress);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Handles one command line (CRLF removed). `Some` pauses processing.
+    fn command(&mut self, line: &[u8], cx: &Context, out: &mut Vec<u8>) -> Option<Progress> {
+        self.commands += 1;
+        if self.commands > self.config.max_commands {
+            return Some(self.close_with(reply::too_many_commands(&self.config.hostname), out));
+        }
+        if line.contains(&0) {
+            return self.error(reply::NUL_IN_COMMAND, out);
+        }
+        let command = match parse_command(line) {
+            Ok(command) => command,
+            Err(e) => return self.error(command_error_reply(e), out),
+        };
+        match command {
+            Command::Ehlo(name) => self.helo(name, true, out),
+            Command::Helo(name) => self.helo(name, false, out),
+            Command::Mail(mail) => self.mail(mail, out),
+            Command::Rcpt(rcpt) => self.rcpt(rcpt, cx, out),
+            Command::Data => self.data(cx, out),
+            Command::Bdat { size, last } => self.bdat(size, last, cx),
+            Command::Rset => {
+                self.reset_transaction();
+                reply::OK.write_to(out);
+                None
+            }
+            Command::Noop => {
+                reply::OK.write_to(out);
+                None
+            }
+            Command::Quit => Some(self.close_with(reply::BYE, out)),
+            Command::Vrfy => {
+                reply::VRFY.write_to(out);
+                None
+            }
+            Command::Expn => {
+                reply::EXPN.write_to(out);
+                None
+            }
+            Command::Help => {
+                reply::HELP.write_to(out);
+                None
+            }
+        }
+    }
+
+    /// RFC 5321 4.1.4: EHLO/HELO may come again at any time and resets the transaction.
+    fn helo(&mut self, name: String, esmtp: bool, out: &mut Vec<u8>) -> Option<Progress> {
+        self.tx = Transaction::default();
+        self.state = State::ExpectMail;
+        self.greeting = Some(Greeting { name, esmtp });
+        let host = &self.config.hostname;
+        if esmtp {
+            reply::ehlo(host, self.config.max_message_size)
+        } else {
+            reply::helo(host)
+        }
+        .write_to(out);
+        None
+    }
+
+    fn mail(&mut self, mail: MailFrom, out: &mut Vec<u8>) -> Option<Progress> {
+        match self.state {
+            State::ExpectMail => {}
+            State::ExpectHelo => return self.error(reply::NEED_HELO, out),
+            _ => return self.error(reply::NESTED_MAIL, out),
+        }
+        let esmtp = self.greeting.as_ref().is_some_and(|g| g.esmtp);
+        if mail.has_params && !esmtp {
+            return self.error(reply::UNSUPPORTED_PARAMETER, out);
+        }
+        if !mail.smtputf8 && !mail.address.is_ascii() {
+            return self.error(reply::NEEDS_SMTPUTF8, out);
+        }
+        // RFC 1870 6.1: refuse a declared size over the limit at once.
+        if mail
+            .size
+            .is_some_and(|s| s > self.config.max_message_size as u64)
+        {
+            reply::MESSAGE_TOO_BIG.write_to(out);
+            return None;
+        }
+        self.tx = Transaction {
+            sender: mail.address,
+            smtputf8: mail.smtputf8,
+            body_8bit: mail.body_8bit,
+            ..Transaction::default()
+        };
+        self.state = State::ExpectRcpt;
+        reply::SENDER_OK.write_to(out);
+        None
+    }
+
+    fn rcpt(&mut self, rcpt: RcptTo, cx: &Context, out: &mut Vec<u8>) -> Option<Progress> {
+        match self.state {
+            State::ExpectRcpt | State::ExpectRcptOrData => {}
+            State::ExpectHelo => return self.error(reply::NEED_HELO, out),
+            State::ExpectBdat => return self.error(reply::RCPT_AFTER_BDAT, out),
+            _ => return self.error(reply::NEED_MAIL, out),
+        }
+        let address = if rcpt.address == "postmaster" {
+            // RFC 5321 4.5.1: <postmaster> without a domain is our postmaster.
+            format!("postmaster@{}", self.config.hostname)
+        } else {
+            rcpt.address
+        };
+        if !self.tx.smtputf8 && !address.is_ascii() {
+            return self.error(reply::NEEDS_SMTPUTF8, out);
+        }
+        if self.tx.recipients.len() >= self.config.max_recipients {
+            // RFC 5321 4.5.3.1.10: 452 so the client retries the rest in another transaction.
+            reply::TOO_MANY_RECIPIENTS.write_to(out);
+            return None;
+        }
+        match cx.policy.check_recipient(&self.peer, &address) {
+            RcptVerdict::Accept => {
+                self.tx.recipients.push(address);
+                self.state = State::ExpectRcptOrData;
+                reply::RECIPIENT_OK
+            }
+            RcptVerdict::UnknownUser => reply::unknown_user(&address),
+            RcptVerdict::RelayDenied => reply::relay_denied(&address),
+            RcptVerdict::TempFail(reason) => reply::temp_fail(&reason),
+        }
+        .write_to(out);
+        None
+    }
+
+    fn data(&mut self, cx: &Context, out: &mut Vec<u8>) -> Option<Progress> {
+        match self.state {
+            State::ExpectRcptOrData => {}
+            State::ExpectHelo => return self.error(reply::NEED_HELO, out),
+            State::ExpectMail => return self.error(reply::NEED_MAIL, out),
+            State::ExpectRcpt => return self.error(reply::NEED_RCPT, out),
+            _ => return self.error(reply::DATA_AFTER_BDAT, out),
+        }
+        self.start_message(cx);
+        self.state = State::ExpectBody(DataScanner::new(self.config.max_message_size));
+        reply::START_DATA.write_to(out);
+        None
+    }
+
+    fn bdat(&mut self, size: u64, last: bool, cx: &Context) -> Option<Progress> {
+        let refusal = match self.state {
+            State::ExpectRcptOrData => {
+                self.start_message(cx);
+                None
+            }
+            State::ExpectBdat => None,
+            State::ExpectHelo => Some(reply::NEED_HELO),
+            State::ExpectMail => Some(reply::NEED_MAIL),
+            _ => Some(reply::NEED_RCPT),
+        };
+        let body_len = (self.tx.message.len() - self.tx.header_len) as u64;
+        let refusal = match refusal {
+            Some(reply) => {
+                // A sequence error: the state stays as it was once the chunk is skipped.
+                self.count_error();
+                let resume = std::mem::replace(&mut self.state, State::ExpectHelo);
+                Some((reply, Box::new(resume)))
+            }
+            None if body_len.saturating_add(size) > self.config.max_message_size as u64 => {
+                // RFC 3030 2 + RFC 1870: the transaction fails; skip the chunk.
+                self.tx = Transaction::default();
+                Some((reply::MESSAGE_TOO_BIG, Box::new(State::ExpectMail)))
+            }
+            None => None,
+        };
+        self.state = State::ExpectChunk {
+            size,
+            remaining: size,
+            last,
+            refusal,
+        };
+        None
+    }
+
+    /// A BDAT chunk has been read in full.
+    fn finish_chunk(&mut self, cx: &Context, out: &mut Vec<u8>) -> Option<Progress> {
+        let State::ExpectChunk {
+            size,
+            last,
+            refusal,
+            ..
+        } = std::mem::replace(&mut self.state, State::ExpectBdat)
+        else {
+            return None;
+        };
+        if let Some((reply, resume)) = refusal {
+            reply.write_to(out);
+            self.state = *resume;
+            return self.check_errors(out);
+        }
+        if !last {
+            reply::chunk_received(size).write_to(out);
+            return None;
+        }
+        let body = &self.tx.message[self.tx.header_len..];
+        let findings = DataFindings {
+            long_line: self.config.long_lines == LongLines::Reject && has_long_line(body),
+            ..DataFindings::default()
+        };
+        self.finish_message(findings, cx, out)
+    }
+
+    /// Begins the message buffer with our trace header (RFC 5321 4.4).
+    fn start_message(&mut self, cx: &Context) {
+        let (helo, esmtp) = match &self.greeting {
+            Some(g) => (g.name.as_str(), g.esmtp),
+            None => ("unknown", false),
+        };
+        let protocol = match (esmtp, self.tx.smtputf8) {
+            (false, _) => Protocol::Smtp,
+            (true, false) => Protocol::Esmtp,
+            (true, true) => Protocol::Utf8Smtp,
+        };
+        let single = match self.tx.recipients.as_slice() {
+            [one] => Some(one.as_str()),
+            _ => None,
+        };
+        let header = received_header(
+            helo,
+            self.peer.remote.ip(),
+            &self.config.hostname,
+            protocol,
+            single,
+            cx.now,
+        );
+        self.tx.message = header.into_bytes();
+        self.tx.header_len = self.tx.message.len();
+    }
+
+    /// The end of the message content: refuse it, or hand it to the driver.
+    fn finish_message(
+        &mut self,
+        findings: DataFindings,
+        cx: &Context,
+        out: &mut Vec<u8>,
+    ) -> Option<Progress> {
+        let body = &self.tx.message[self.tx.header_len..];
+        let refusal = if findings.oversized {
+            Some(reply::MESSAGE_TOO_BIG)
+        } else if findings.bare_line_ending {
+            Some(reply::BARE_LINE_ENDING)
+        } else if findings.long_line && self.config.long_lines == LongLines::Reject {
+            Some(reply::LONG_LINE)
+        } else if count_hops(body) > self.config.max_hops {
+            Some(reply::TOO_MANY_HOPS)
+        } else {
+            None
+        };
+        if let Some(reply) = refusal {
+            reply.write_to(out);
+            self.reset_transaction();
+            return None;
+        }
+        let tx = std::mem::take(&mut self.tx);
+        let envelope = Envelope {
+            sender: tx.sender,
+            recipients: tx.recipients,
+            received_at: unix_seconds(cx.now),
+            smtputf8: tx.smtputf8,
+            body_8bit: tx.body_8bit,
+        };
+        self.state = State::ExpectCommitted;
+        Some(Progress::Commit(Box::new(envelope), tx.message))
+    }
+
+    /// RSET semantics: drop the transaction, keep the greeting.
+    fn reset_transaction(&mut self) {
+        self.tx = Transaction::default();
+        self.state = match self.greeting {
+            Some(_) => State::ExpectMail,
+            None => State::ExpectHelo,
+        };
+    }
+
+    /// Sends a protocol-error reply and closes once there were too many.
+    fn error(&mut self, reply: Reply, out: &mut Vec<u8>) -> Option<Progress> {
+        reply.write_to(out);
+        self.count_error();
+        self.check_errors(out)
+    }
+
+    fn count_error(&mut self) {
+        self.errors += 1;
+    }
+
+    fn check_errors(&mut self, out: &mut Vec<u8>) -> Option<Progress> {
+        (self.errors >= self.config.max_errors)
+            .then(|| self.close_with(reply::too_many_errors(&self.config.hostname), out))
+    }
+
+    fn close_with(&mut self, reply: Reply, out: &mut Vec<u8>) -> Progress {
+        reply.write_to(out);
+        self.state = State::Closed;
+        self.pending = Vec::new();
+        self.tx = Transaction::default();
+        Progress::Close
+    }
+}
+
+fn command_error_reply(error: CommandError) -> Reply {
+    match error {
+        CommandError::Unknown => reply::UNKNOWN_COMMAND,
+        CommandError::Syntax(usage) => reply::syntax(usage),
+        CommandError::BadSender => reply::BAD_SENDER,
+        CommandError::BadRecipient => reply::BAD_RECIPIENT,
+        CommandError::UnsupportedParameter => reply::UNSUPPORTED_PARAMETER,
+    }
+}
