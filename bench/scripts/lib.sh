@@ -5,7 +5,9 @@
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 RESULTS_DIR="$REPO_ROOT/bench/results"
 LOAD="$REPO_ROOT/target/release/ringmail-load"
-RINGMAIL="$REPO_ROOT/target/release/ringmail"
+# RINGMAIL may point at another build; then it is not rebuilt.
+RINGMAIL_PREBUILT=${RINGMAIL:+1}
+RINGMAIL=${RINGMAIL:-$REPO_ROOT/target/release/ringmail}
 
 # PIDs this script started; cleanup kills exactly these.
 STARTED_PIDS=()
@@ -77,6 +79,7 @@ build_load() {
 }
 
 build_ringmail() {
+    [ -n "$RINGMAIL_PREBUILT" ] && { log "using prebuilt $RINGMAIL"; return 0; }
     log "building ringmail (release)"
     (cd "$REPO_ROOT" && cargo build --release -q -p ringmail --bin ringmail)
 }

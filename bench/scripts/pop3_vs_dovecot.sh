@@ -9,6 +9,7 @@
 # Usage: bench/scripts/pop3_vs_dovecot.sh [--dovecot-only] [--runs PAIRS]
 # Environment: SESSIONS (20) USERS (20) MESSAGES (50) SIZE (102400) ROUNDS (10: logins per
 #              session per run) KEEP_WORK=1 (keep the temp dir for inspection)
+#              RINGMAIL=/path/to/ringmail (use that binary instead of building one)
 # Needs root for the apt-get install of dovecot-pop3d (only if it is missing) and to run Dovecot.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
@@ -24,7 +25,7 @@ while [ $# -gt 0 ]; do
     case $1 in
         --dovecot-only) WITH_RINGMAIL=0 ;;
         --runs) PAIRS=$2; shift ;;
-        -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+        -h|--help) awk 'NR > 1 && /^#/ { print; next } NR > 1 { exit }' "$0"; exit 0 ;;
         *) die "unknown argument $1" ;;
     esac
     shift
