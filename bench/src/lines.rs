@@ -115,9 +115,12 @@ mod tests {
         }
     }
 
+    /// (input, bytes per read, line cap, lines expected, expected error text)
+    type Case<'a> = (&'a [u8], usize, usize, &'a [&'a [u8]], &'a str);
+
     #[test]
     fn splits_lines_across_reads() {
-        let cases: &[(&[u8], usize, usize, &[&[u8]], &str)] = &[
+        let cases: &[Case] = &[
             (b"a\r\nbb\r\n", 1, 10, &[b"a\r\n", b"bb\r\n"], "closed"),
             (b"a\r\nbb\r\n", 100, 10, &[b"a\r\n", b"bb\r\n"], "closed"),
             (b"a\nrest", 3, 10, &[b"a\n"], "closed"),

@@ -16,10 +16,10 @@ const MAX_DATA_LINE: usize = 1024 * 1024;
 pub fn parse_status(line: &[u8]) -> Result<String, ClientError> {
     let text = String::from_utf8_lossy(line);
     let text = text.trim_end_matches(['\r', '\n']);
-    if let Some(rest) = text.strip_prefix("+OK") {
-        if rest.is_empty() || rest.starts_with(' ') {
-            return Ok(rest.trim_start().to_string());
-        }
+    if let Some(rest) = text.strip_prefix("+OK")
+        && (rest.is_empty() || rest.starts_with(' '))
+    {
+        return Ok(rest.trim_start().to_string());
     }
     if text.starts_with("-ERR") {
         return Err(ClientError::Rejected(text.to_string()));

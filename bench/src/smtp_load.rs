@@ -182,10 +182,10 @@ fn session(shared: &Shared) -> SessionReport {
                     }
                 }
                 sent_on_conn += 1;
-                if sent_on_conn >= args.per_connection {
-                    if let Some(c) = conn.take() {
-                        c.quit();
-                    }
+                if sent_on_conn >= args.per_connection
+                    && let Some(c) = conn.take()
+                {
+                    c.quit();
                 }
             }
             Err(e) => {
