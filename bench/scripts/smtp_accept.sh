@@ -147,9 +147,13 @@ declare -a SINK_RATES=() RINGMAIL_RATES=()
     if [ "$HAVE_SINK" = 1 ]; then
         echo "- smtp-sink from Debian postfix $(dpkg-query -W -f '${Version}' postfix 2>/dev/null || echo '?'): accepts and discards, no disk (the ceiling for any server on this host)"
     fi
-    echo "- ringmail: fresh data dir, 250 only after the queue's fdatasync; recipients u1..u$SPREAD@example.test delivered to Maildirs"
+    if [ "$WITH_RINGMAIL" = 1 ]; then
+        echo "- ringmail: fresh data dir, 250 only after the queue's fdatasync; recipients u1..u$SPREAD@example.test delivered to Maildirs"
+        echo "- after each ringmail run the script waits until all its mail is delivered, so every run starts with an empty queue"
+    else
+        echo "- ringmail not measured (--sink-only)"
+    fi
     echo "- each server's runs use the same load command; run order: ${ORDER[*]}"
-    echo "- after each ringmail run the script waits until all its mail is delivered, so every run starts with an empty queue"
     echo
     echo "| run | server | accepted | errors | elapsed s | msg/s | MB/s | p50 ms | p90 ms | p99 ms | max ms |"
     echo "|---|---|---|---|---|---|---|---|---|---|---|"
