@@ -1,0 +1,292 @@
+//! A blocking SMTP client that speaks just enough ESMTP (RFC 5321, PIPELINING per RFC 2920)
+//! to push messages at a server as fast as it will take them.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use crate::error::ClientError;
+use crate::lines::LineReader;
+
+/// RFC 5321 §4.5.3.1.5: a reply line is at most 512 octets; we allow some slack for chatty servers.
+const MAX_REPLY_LINE: usize = 2048;
+/// A multi-line reply (e.g. EHLO) longer than this is treated as a broken server.
+const MAX_REPLY_LINES: usize = 100;
+
+/// One SMTP reply: its code and its text lines (without the code and separator).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub code: u16,
+    pub lines: Vec<String>,
+}
+
+impl Reply {
+    /// `code text` of the first line, for error messages.
+    pub fn summary(&self) -> String {
+        format!(
+            "{} {}",
+            self.code,
+            self.lines.first().map(String::as_str).unwrap_or("")
+        )
+    }
+
+    fn is_positive(&self) -> bool {
+        (200..300).contains(&self.code)
+    }
+}
+
+/// Parses one reply line into `(code, is_last_line, text)` (RFC 5321 §4.2: `ddd-text` continues,
+/// `ddd text` or bare `ddd` ends the reply).
+pub fn parse_reply_line(line: &[u8]) -> Result<(u16, bool, String), ClientError> {
+    let malformed = || ClientError::Malformed(String::from_utf8_lossy(line).into_owned());
+    let line = line.strip_suffix(b"\n").ok_or_else(malformed)?;
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let digits = line.get(..3).ok_or_else(malformed)?;
+    if !digits.iter().all(u8::is_ascii_digit) || !(b'2'..=b'5').contains(&digits[0]) {
+        return Err(malformed());
+    }
+    let code = digits
+        .iter()
+        .fold(0u16, |acc, d| acc * 10 + u16::from(d - b'0'));
+    let (last, text) = match line.get(3) {
+        None => (true, &[][..]),
+        Some(b' ') => (true, &line[4..]),
+        Some(b'-') => (false, &line[4..]),
+        Some(_) => return Err(malformed()),
+    };
+    Ok((code, last, String::from_utf8_lossy(text).into_owned()))
+}
+
+/// Reads one complete (possibly multi-line) reply.
+pub fn read_reply<R: Read>(reader: &mut LineReader<R>) -> Result<Reply, ClientError> {
+    let mut lines = Vec::new();
+    loop {
+        let (code, last, text) = parse_reply_line(reader.read_line(MAX_REPLY_LINE)?)?;
+        lines.push(text);
+        if last {
+            return Ok(Reply { code, lines });
+        }
+        if lines.len() >= MAX_REPLY_LINES {
+            return Err(ClientError::Malformed(format!(
+                "reply longer than {MAX_REPLY_LINES} lines"
+            )));
+        }
+    }
+}
+
+/// True if an EHLO reply advertises `keyword` (RFC 5321 §4.1.1.1: one keyword per line after the first).
+pub fn advertises(ehlo: &Reply, keyword: &str) -> bool {
+    ehlo.lines.iter().skip(1).any(|line| {
+        line.split_ascii_whitespace()
+            .next()
+            .is_some_and(|k| k.eq_ignore_ascii_case(keyword))
+    })
+}
+
+/// `MAIL`, every `RCPT` and `DATA` as one buffer, to be written at once (RFC 2920 §3.1).
+pub fn transaction_commands(from: &str, recipients: &[String]) -> Vec<u8> {
+    let mut out = format!("MAIL FROM:<{from}>\r\n");
+    for rcpt in recipients {
+        out.push_str(&format!("RCPT TO:<{rcpt}>\r\n"));
+    }
+    out.push_str("DATA\r\n");
+    out.into_bytes()
+}
+
+/// What the server did with one message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// `250` after the end of data: the only reply counted as accepted.
+    Accepted,
+    /// Any other reply somewhere in the transaction (its summary).
+    Rejected(String),
+}
+
+/// One open SMTP connection, past the greeting and EHLO.
+pub struct SmtpConnection {
+    reader: LineReader<TcpStream>,
+    pipelining: bool,
+}
+
+impl SmtpConnection {
+    /// Connects, sets TCP_NODELAY (so the last segment of a message is not held back by Nagle
+    /// waiting for a delayed ACK), reads the greeting and says EHLO (HELO if EHLO is refused).
+    pub fn connect(addr: SocketAddr, helo: &str, timeout: Duration) -> Result<Self, ClientError> {
+        let stream = TcpStream::connect_timeout(&addr, timeout)?;
+        stream.set_nodelay(true)?;
+        stream.set_read_timeout(Some(timeout))?;
+        stream.set_write_timeout(Some(timeout))?;
+        let mut conn = SmtpConnection {
+            reader: LineReader::new(stream),
+            pipelining: false,
+        };
+        let greeting = read_reply(&mut conn.reader)?;
+        if greeting.code != 220 {
+            return Err(ClientError::Rejected(greeting.summary()));
+        }
+        let ehlo = conn.command(format!("EHLO {helo}\r\n").as_bytes())?;
+        if ehlo.code == 250 {
+            conn.pipelining = advertises(&ehlo, "PIPELINING");
+        } else {
+            let reply = conn.command(format!("HELO {helo}\r\n").as_bytes())?;
+            if reply.code != 250 {
+                return Err(ClientError::Rejected(reply.summary()));
+            }
+        }
+        Ok(conn)
+    }
+
+    /// Whether the server advertised PIPELINING.
+    pub fn pipelining(&self) -> bool {
+        self.pipelining
+    }
+
+    /// Sends one message. `message` must already be dot-stuffed and end with `.\r\n`; it goes out
+    /// in one write together with its terminator. Returns how many recipients were refused too.
+    pub fn send(
+        &mut self,
+        from: &str,
+        recipients: &[String],
+        message: &[u8],
+    ) -> Result<(Outcome, usize), ClientError> {
+        let (data_reply, refused) = if self.pipelining {
+            self.write(&transaction_commands(from, recipients))?;
+            let mail = read_reply(&mut self.reader)?;
+            let mut refused = 0;
+            for _ in recipients {
+                if !read_reply(&mut self.reader)?.is_positive() {
+                    refused += 1;
+                }
+            }
+            let data = read_reply(&mut self.reader)?;
+            if !mail.is_positive() && data.code == 354 {
+                // A server that took DATA after refusing MAIL is broken; end the data cleanly.
+                self.write(b".\r\n")?;
+                read_reply(&mut self.reader)?;
+                return Ok((Outcome::Rejected(mail.summary()), refused));
+            }
+            if !mail.is_positive() {
+                return Ok((Outcome::Rejected(mail.summary()), refused));
+            }
+            (data, refused)
+        } else {
+            let mail = self.command(format!("MAIL FROM:<{from}>\r\n").as_bytes())?;
+            if !mail.is_positive() {
+                return Ok((Outcome::Rejected(mail.summary()), 0));
+            }
+            let mut refused = 0;
+            let mut last_refusal = String::new();
+            for rcpt in recipients {
+                let reply = self.command(format!("RCPT TO:<{rcpt}>\r\n").as_bytes())?;
+                if !reply.is_positive() {
+                    refused += 1;
+                    last_refusal = reply.summary();
+                }
+            }
+            if refused == recipients.len() {
+                self.reset()?;
+                return Ok((Outcome::Rejected(last_refusal), refused));
+            }
+            (self.command(b"DATA\r\n")?, refused)
+        };
+        if data_reply.code != 354 {
+            // RFC 2920 §3.1: a refused DATA leaves the session ready for the next MAIL.
+            return Ok((Outcome::Rejected(data_reply.summary()), refused));
+        }
+        self.write(message)?;
+        let done = read_reply(&mut self.reader)?;
+        if done.code == 250 {
+            Ok((Outcome::Accepted, refused))
+        } else {
+            Ok((Outcome::Rejected(done.summary()), refused))
+        }
+    }
+
+    /// RSET, to abandon a half-built transaction.
+    pub fn reset(&mut self) -> Result<(), ClientError> {
+        self.command(b"RSET\r\n").map(|_| ())
+    }
+
+    /// QUIT politely; the reply does not matter any more.
+    pub fn quit(mut self) {
+        let _ = self.command(b"QUIT\r\n");
+    }
+
+    fn command(&mut self, line: &[u8]) -> Result<Reply, ClientError> {
+        self.write(line)?;
+        read_reply(&mut self.reader)
+    }
+
+    fn write(&mut self, bytes: &[u8]) -> Result<(), ClientError> {
+        self.reader.get_mut().write_all(bytes)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_reply_lines() {
+        let ok: &[(&[u8], u16, bool, &str)] = &[
+            (b"250 OK\r\n", 250, true, "OK"),
+            (b"250-PIPELINING\r\n", 250, false, "PIPELINING"),
+            (b"354\r\n", 354, true, ""),
+            (b"550 5.1.1 no such user\n", 550, true, "5.1.1 no such user"),
+        ];
+        for (line, code, last, text) in ok {
+            let got = parse_reply_line(line).unwrap();
+            assert_eq!(got, (*code, *last, text.to_string()), "{line:?}");
+        }
+        let bad: &[&[u8]] = &[
+            b"25\r\n",
+            b"abc ok\r\n",
+            b"250xok\r\n",
+            b"650 ok\r\n",
+            b"250 ok",
+        ];
+        for line in bad {
+            assert!(parse_reply_line(line).is_err(), "{line:?}");
+        }
+    }
+
+    #[test]
+    fn reads_multiline_replies_and_finds_keywords() {
+        let data =
+            b"250-mx.test hello\r\n250-SIZE 1000\r\n250-pipelining\r\n250 8BITMIME\r\n250 next\r\n";
+        let mut reader = LineReader::new(&data[..]);
+        let ehlo = read_reply(&mut reader).unwrap();
+        assert_eq!(ehlo.code, 250);
+        assert_eq!(ehlo.lines.len(), 4);
+        assert!(advertises(&ehlo, "PIPELINING"));
+        assert!(advertises(&ehlo, "SIZE"));
+        assert!(
+            !advertises(&ehlo, "mx.test"),
+            "the greeting line is not a keyword"
+        );
+        assert!(!advertises(&ehlo, "STARTTLS"));
+        assert_eq!(read_reply(&mut reader).unwrap().summary(), "250 next");
+        assert!(matches!(read_reply(&mut reader), Err(ClientError::Closed)));
+    }
+
+    #[test]
+    fn caps_reply_length() {
+        let data = "250-x\r\n".repeat(MAX_REPLY_LINES + 1);
+        let mut reader = LineReader::new(data.as_bytes());
+        assert!(matches!(
+            read_reply(&mut reader),
+            Err(ClientError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn pipelines_a_whole_transaction() {
+        let rcpts = vec!["a@x.test".to_string(), "b@x.test".to_string()];
+        assert_eq!(
+            transaction_commands("s@y.test", &rcpts),
+            b"MAIL FROM:<s@y.test>\r\nRCPT TO:<a@x.test>\r\nRCPT TO:<b@x.test>\r\nDATA\r\n"
+        );
+        assert_eq!(transaction_commands("", &[]), b"MAIL FROM:<>\r\nDATA\r\n");
+    }
+}
