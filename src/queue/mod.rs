@@ -264,6 +264,8 @@ struct Inner {
 
 /// One shard's queue. `!Send`: it lives on its shard's executor and uses glommio file I/O.
 pub struct ShardQueue {
+    /// Itself, so that settling a batch can run as a task that outlives a caller who gives up.
+    me: std::rc::Weak<ShardQueue>,
     dir: PathBuf,
     shard: u16,
     opts: QueueOptions,
@@ -303,12 +305,23 @@ impl ShardQueue {
             segment,
             index,
         };
+        let me = self.me.upgrade().ok_or(QueueError::Closed)?;
+        // The rest runs as its own task: a caller that gives up (a dropped SMTP session) must
+        // not leave the batch unled or the message half-known (on disk, unknown in memory).
+        glommio::spawn_local(async move { me.settle_commit(id, batch).await })
+            .detach()
+            .await
+            .unwrap_or(Err(QueueError::Closed))
+    }
+
+    /// Waits for a commit's batch and makes the message visible (or forgets it on failure).
+    async fn settle_commit(&self, id: MessageId, batch: u64) -> Result<MessageId, QueueError> {
         let result = self.batcher.wait(batch).await;
         let mut inner = self.inner.borrow_mut();
-        let Some(seg) = inner.segments.get_mut(&segment) else {
+        let Some(seg) = inner.segments.get_mut(&id.segment) else {
             return result.and(Err(QueueError::UnknownMessage(id)));
         };
-        let Some(entry) = seg.messages.get_mut(index as usize) else {
+        let Some(entry) = seg.messages.get_mut(id.index as usize) else {
             return result.and(Err(QueueError::UnknownMessage(id)));
         };
         match result {
@@ -497,6 +510,27 @@ impl ShardQueue {
             }
             (batch, previous, finished)
         };
+        let me = self.me.upgrade().ok_or(QueueError::Closed)?;
+        // As in `commit`: settling must not depend on the caller staying around.
+        glommio::spawn_local(async move {
+            me.settle_record(id, recipient, batch, previous, finished)
+                .await
+        })
+        .detach()
+        .await
+        .unwrap_or(Err(QueueError::Closed))
+    }
+
+    /// Waits for a state record's batch; undoes the in-memory change if it failed, retires the
+    /// segment if this finished its last message.
+    async fn settle_record(
+        &self,
+        id: MessageId,
+        recipient: usize,
+        batch: u64,
+        previous: RecipientState,
+        finished: bool,
+    ) -> Result<(), QueueError> {
         let result = self.batcher.wait(batch).await;
         let retire = {
             let mut inner = self.inner.borrow_mut();
@@ -595,7 +629,11 @@ impl ShardQueue {
         // make sure whatever is queued reaches the disk.
         let last = self.batcher.last_batch();
         if last > 0 {
-            self.batcher.wait(last).await?;
+            let me = self.me.upgrade().ok_or(QueueError::Closed)?;
+            glommio::spawn_local(async move { me.batcher.wait(last).await })
+                .detach()
+                .await
+                .unwrap_or(Err(QueueError::Closed))?;
         }
         segment::sync_dir(&self.dir).await
     }

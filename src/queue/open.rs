@@ -96,7 +96,8 @@ impl ShardQueue {
             .map(|s| s.id)
             .collect();
 
-        let queue = Rc::new(ShardQueue {
+        let queue = Rc::new_cyclic(|me| ShardQueue {
+            me: me.clone(),
             dir: shard_dir,
             shard,
             opts,
@@ -118,6 +119,8 @@ impl ShardQueue {
         for id in finished {
             queue.retire(id).await?;
         }
+        // Have an active segment ready, so the first commit does not wait for one.
+        queue.roll_over(0).await?;
         Ok((queue, pending))
     }
 }

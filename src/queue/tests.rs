@@ -524,3 +524,28 @@ fn scan_lists_a_running_queue() {
         assert_eq!(scan(&dir).expect("scan").len(), 2);
     });
 }
+
+#[test]
+fn a_caller_that_gives_up_does_not_stall_the_queue() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().to_path_buf();
+    run(move || async move {
+        let (q, _) = open(&dir, 1 << 20).await;
+        // Poll a commit once (it queues its record) and drop it, as a timed-out session would.
+        let first = futures_lite::future::poll_once(q.commit(&envelope(0, 1), b"dropped")).await;
+        assert!(first.is_none(), "a commit cannot be durable after one poll");
+        // Later commits still complete, and the dropped one was settled all the same.
+        let id = q.commit(&envelope(1, 1), b"kept").await.expect("commit");
+        // Its settling task may run just after ours.
+        for _ in 0..100 {
+            if q.stats().messages_pending == 2 {
+                break;
+            }
+            glommio::timer::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert_eq!(q.stats().messages_pending, 2);
+        let dropped = MessageId { index: 0, ..id };
+        assert_eq!(q.read_message(dropped).await.expect("read"), b"dropped");
+        q.close().await.expect("close");
+    });
+}
