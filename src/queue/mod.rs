@@ -6,6 +6,7 @@
 //!
 //! | file | holds |
 //! |---|---|
+//! | `lock` | locked while a `ShardQueue` has the shard open |
 //! | `generation` | how many times this shard's queue was opened (written at each open) |
 //! | `seg-<id>.log` | message records (envelope + bytes), preallocated to `segment_size` |
 //! | `seg-<id>.state` | recipient-state records for the messages of `seg-<id>.log` |
@@ -266,6 +267,8 @@ struct Inner {
 pub struct ShardQueue {
     /// Itself, so that settling a batch can run as a task that outlives a caller who gives up.
     me: std::rc::Weak<ShardQueue>,
+    /// Held (locked) while the queue is open.
+    _lock: std::fs::File,
     dir: PathBuf,
     shard: u16,
     opts: QueueOptions,

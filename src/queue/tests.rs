@@ -130,6 +130,10 @@ fn commit_and_reopen_round_trip() {
             assert_eq!(q.read_message(m.id).await.expect("read"), body(n, 500));
         }
         assert_eq!(q.stats().generation, 2);
+        match ShardQueue::open(&dir, 0, opts(1 << 20)).await {
+            Err(QueueError::Locked { .. }) => {}
+            other => panic!("a second open must fail as locked, got {:?}", other.err()),
+        }
         let more = q
             .commit(&envelope(10, 1), &body(10, 10))
             .await
