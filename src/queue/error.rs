@@ -72,6 +72,11 @@ pub enum QueueError {
         /// What did not fit.
         what: String,
     },
+    /// Another `ShardQueue` (in this process or another) has this shard's queue open.
+    Locked {
+        /// The lock file.
+        path: PathBuf,
+    },
     /// `close()` was called; the queue takes no more writes.
     Closed,
 }
@@ -123,6 +128,11 @@ impl fmt::Display for QueueError {
             QueueError::Corrupt { path, offset, what } => write!(
                 f,
                 "queue: corrupt record in {} at offset {offset}: {what}",
+                path.display()
+            ),
+            QueueError::Locked { path } => write!(
+                f,
+                "queue: {} is locked: another ringmail has this queue open",
                 path.display()
             ),
             QueueError::Closed => f.write_str("queue: closed"),

@@ -6,6 +6,7 @@
 //!
 //! | file | holds |
 //! |---|---|
+//! | `lock` | locked while a `ShardQueue` has the shard open |
 //! | `generation` | how many times this shard's queue was opened (written at each open) |
 //! | `seg-<id>.log` | message records (envelope + bytes), preallocated to `segment_size` |
 //! | `seg-<id>.state` | recipient-state records for the messages of `seg-<id>.log` |
@@ -24,6 +25,7 @@
 //!
 //! | from | step (atomic, durable) | to |
 //! |---|---|---|
+//! | queue closed | `generation.tmp` written + `fsync` + rename to `generation` + directory `fsync` | opened with a new generation |
 //! | (none) | message record appended to the active `.log`, batch `fdatasync`'d | **queued**: every recipient `Pending{0, 0}` |
 //! | recipient `Pending` | state record `Deferred{attempts, next}` appended to `.state`, synced | recipient `Pending{attempts, next}` |
 //! | recipient `Pending` | state record `Delivered` / `Failed` appended, synced | recipient final |
@@ -43,7 +45,7 @@
 //!
 //! # Failure
 //!
-//! A failed write or `fdatasync` fails the whole batch and seals the segment for good: Linux
+//! A failed write or `fdatasync` fails the whole batch and seals every segment it touched: Linux
 //! reports a writeback error once, after which the page cache may claim data the disk lacks.
 //! Messages already durable in it stay readable; their states can only be recorded after a
 //! restart (recovery reads what really reached the disk).
@@ -60,12 +62,11 @@ mod record;
 mod recover;
 mod scan;
 mod segment;
+mod types;
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
-use std::fmt;
 use std::path::PathBuf;
-use std::str::FromStr;
 
 use crate::envelope::Envelope;
 
@@ -75,181 +76,12 @@ use segment::{FreeFiles, MessageEntry, Segment};
 
 pub use error::QueueError;
 pub use scan::scan;
+pub use types::{
+    BadMessageId, MessageId, Outcome, QueueOptions, QueueStats, QueuedMessage, RecipientState,
+};
 
 /// How many retired file pairs are kept for recycling; beyond that they are removed.
 const FREE_KEPT: usize = 4;
-
-/// Identifies a queued message: unique across shards (the shard is part of it) and restarts
-/// (segment ids are never reused). Displays as `<segment hex>.<shard>.<index>`.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct MessageId {
-    shard: u16,
-    segment: u64,
-    index: u32,
-}
-
-impl MessageId {
-    /// The shard whose queue holds the message.
-    pub fn shard(&self) -> u16 {
-        self.shard
-    }
-}
-
-impl fmt::Display for MessageId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:x}.{}.{}", self.segment, self.shard, self.index)
-    }
-}
-
-/// Why a string is not a `MessageId`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BadMessageId;
-
-impl fmt::Display for BadMessageId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("not a message id (expected <hex>.<shard>.<index>)")
-    }
-}
-
-impl std::error::Error for BadMessageId {}
-
-impl FromStr for MessageId {
-    type Err = BadMessageId;
-
-    fn from_str(s: &str) -> Result<MessageId, BadMessageId> {
-        let mut parts = s.split('.');
-        let (Some(seg), Some(shard), Some(index), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
-            return Err(BadMessageId);
-        };
-        let digits = |p: &str, hex: bool| {
-            !p.is_empty()
-                && p.len() <= 16
-                && p.chars().all(|c| {
-                    if hex {
-                        c.is_ascii_hexdigit()
-                    } else {
-                        c.is_ascii_digit()
-                    }
-                })
-        };
-        if !digits(seg, true) || !digits(shard, false) || !digits(index, false) {
-            return Err(BadMessageId);
-        }
-        Ok(MessageId {
-            segment: u64::from_str_radix(seg, 16).map_err(|_| BadMessageId)?,
-            shard: shard.parse().map_err(|_| BadMessageId)?,
-            index: index.parse().map_err(|_| BadMessageId)?,
-        })
-    }
-}
-
-/// What a delivery attempt did for one recipient.
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
-pub enum Outcome {
-    /// Final: the recipient has the message.
-    Delivered,
-    /// Final: permanently failed (a bounce was already queued, or none needed).
-    Failed,
-    /// Not final: try again at `next_attempt` (Unix seconds).
-    Deferred {
-        /// Attempts made so far.
-        attempts: u32,
-        /// When to try next, in Unix seconds.
-        next_attempt: u64,
-    },
-}
-
-/// One recipient's delivery state.
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
-pub enum RecipientState {
-    /// Still to deliver: `attempts` made so far, next try not before `next_attempt` (Unix
-    /// seconds; 0 means now).
-    Pending {
-        /// Attempts made so far.
-        attempts: u32,
-        /// When to try next, in Unix seconds.
-        next_attempt: u64,
-    },
-    /// Final: delivered.
-    Delivered,
-    /// Final: failed permanently.
-    Failed,
-}
-
-impl RecipientState {
-    /// Delivered and Failed are final; Pending is not.
-    pub fn is_final(&self) -> bool {
-        !matches!(self, RecipientState::Pending { .. })
-    }
-}
-
-impl From<Outcome> for RecipientState {
-    fn from(o: Outcome) -> RecipientState {
-        match o {
-            Outcome::Delivered => RecipientState::Delivered,
-            Outcome::Failed => RecipientState::Failed,
-            Outcome::Deferred {
-                attempts,
-                next_attempt,
-            } => RecipientState::Pending {
-                attempts,
-                next_attempt,
-            },
-        }
-    }
-}
-
-/// A message still in the queue, as `open` and `scan` report it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct QueuedMessage {
-    /// Its id.
-    pub id: MessageId,
-    /// Its envelope.
-    pub envelope: Envelope,
-    /// Message bytes length.
-    pub size: u64,
-    /// One per envelope recipient.
-    pub states: Vec<RecipientState>,
-}
-
-/// Tuning of one shard's queue.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct QueueOptions {
-    /// Preallocated size of a segment's log, e.g. 64 MiB. Larger is fewer rollovers; smaller
-    /// retires (and frees) sooner.
-    pub segment_size: u64,
-}
-
-impl Default for QueueOptions {
-    fn default() -> QueueOptions {
-        QueueOptions {
-            segment_size: 64 << 20,
-        }
-    }
-}
-
-/// Counters of one shard's queue.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct QueueStats {
-    /// Durable messages with at least one non-final recipient.
-    pub messages_pending: u64,
-    /// Live segments (active and sealed).
-    pub segments: u64,
-    /// Retired file pairs kept for recycling.
-    pub free_segments: u64,
-    /// Bytes of message records in live segments.
-    pub bytes: u64,
-    /// Messages committed since open.
-    pub commits: u64,
-    /// Batches written since open.
-    pub batches: u64,
-    /// `fdatasync` calls since open (group commit makes this much smaller than commits).
-    pub fdatasyncs: u64,
-    /// This open's generation.
-    pub generation: u64,
-}
 
 /// Mutable state of one shard's queue (touched only between awaits).
 struct Inner {
@@ -264,6 +96,10 @@ struct Inner {
 
 /// One shard's queue. `!Send`: it lives on its shard's executor and uses glommio file I/O.
 pub struct ShardQueue {
+    /// Itself, so that settling a batch can run as a task that outlives a caller who gives up.
+    me: std::rc::Weak<ShardQueue>,
+    /// Held (locked) while the queue is open.
+    _lock: std::fs::File,
     dir: PathBuf,
     shard: u16,
     opts: QueueOptions,
@@ -303,12 +139,23 @@ impl ShardQueue {
             segment,
             index,
         };
+        let me = self.me.upgrade().ok_or(QueueError::Closed)?;
+        // The rest runs as its own task: a caller that gives up (a dropped SMTP session) must
+        // not leave the batch unled or the message half-known (on disk, unknown in memory).
+        glommio::spawn_local(async move { me.settle_commit(id, batch).await })
+            .detach()
+            .await
+            .unwrap_or(Err(QueueError::Closed))
+    }
+
+    /// Waits for a commit's batch and makes the message visible (or forgets it on failure).
+    async fn settle_commit(&self, id: MessageId, batch: u64) -> Result<MessageId, QueueError> {
         let result = self.batcher.wait(batch).await;
         let mut inner = self.inner.borrow_mut();
-        let Some(seg) = inner.segments.get_mut(&segment) else {
+        let Some(seg) = inner.segments.get_mut(&id.segment) else {
             return result.and(Err(QueueError::UnknownMessage(id)));
         };
-        let Some(entry) = seg.messages.get_mut(index as usize) else {
+        let Some(entry) = seg.messages.get_mut(id.index as usize) else {
             return result.and(Err(QueueError::UnknownMessage(id)));
         };
         match result {
@@ -497,6 +344,27 @@ impl ShardQueue {
             }
             (batch, previous, finished)
         };
+        let me = self.me.upgrade().ok_or(QueueError::Closed)?;
+        // As in `commit`: settling must not depend on the caller staying around.
+        glommio::spawn_local(async move {
+            me.settle_record(id, recipient, batch, previous, finished)
+                .await
+        })
+        .detach()
+        .await
+        .unwrap_or(Err(QueueError::Closed))
+    }
+
+    /// Waits for a state record's batch; undoes the in-memory change if it failed, retires the
+    /// segment if this finished its last message.
+    async fn settle_record(
+        &self,
+        id: MessageId,
+        recipient: usize,
+        batch: u64,
+        previous: RecipientState,
+        finished: bool,
+    ) -> Result<(), QueueError> {
         let result = self.batcher.wait(batch).await;
         let retire = {
             let mut inner = self.inner.borrow_mut();
@@ -595,7 +463,11 @@ impl ShardQueue {
         // make sure whatever is queued reaches the disk.
         let last = self.batcher.last_batch();
         if last > 0 {
-            self.batcher.wait(last).await?;
+            let me = self.me.upgrade().ok_or(QueueError::Closed)?;
+            glommio::spawn_local(async move { me.batcher.wait(last).await })
+                .detach()
+                .await
+                .unwrap_or(Err(QueueError::Closed))?;
         }
         segment::sync_dir(&self.dir).await
     }

@@ -35,6 +35,7 @@ impl ShardQueue {
         if !existed {
             segment::sync_dir(dir).await?;
         }
+        let lock = take_lock(&shard_dir)?;
         let generation = bump_generation(&shard_dir)?;
         segment::sync_dir(&shard_dir).await?;
 
@@ -96,7 +97,9 @@ impl ShardQueue {
             .map(|s| s.id)
             .collect();
 
-        let queue = Rc::new(ShardQueue {
+        let queue = Rc::new_cyclic(|me| ShardQueue {
+            me: me.clone(),
+            _lock: lock,
             dir: shard_dir,
             shard,
             opts,
@@ -118,7 +121,27 @@ impl ShardQueue {
         for id in finished {
             queue.retire(id).await?;
         }
+        // Have an active segment ready, so the first commit does not wait for one.
+        queue.roll_over(0).await?;
         Ok((queue, pending))
+    }
+}
+
+/// Takes an exclusive lock on `<shard dir>/lock` for as long as the queue lives: two writers on
+/// one shard's files would interleave records. (glommio's `SO_REUSEPORT` listeners let a second
+/// server start silently; this is where it stops.) The lock is released when the file closes.
+fn take_lock(dir: &Path) -> Result<fs::File, QueueError> {
+    let path = dir.join("lock");
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| QueueError::io(&path, "opening", e))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(fs::TryLockError::WouldBlock) => Err(QueueError::Locked { path }),
+        Err(fs::TryLockError::Error(e)) => Err(QueueError::io(&path, "locking", e)),
     }
 }
 

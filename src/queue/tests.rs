@@ -130,6 +130,10 @@ fn commit_and_reopen_round_trip() {
             assert_eq!(q.read_message(m.id).await.expect("read"), body(n, 500));
         }
         assert_eq!(q.stats().generation, 2);
+        match ShardQueue::open(&dir, 0, opts(1 << 20)).await {
+            Err(QueueError::Locked { .. }) => {}
+            other => panic!("a second open must fail as locked, got {:?}", other.err()),
+        }
         let more = q
             .commit(&envelope(10, 1), &body(10, 10))
             .await
@@ -168,6 +172,7 @@ fn concurrent_commits_share_fdatasyncs() {
             ids.push(t.await.expect("commit"));
         }
         let stats = q.stats();
+        eprintln!("200 concurrent commits: {stats:?}");
         assert_eq!(stats.commits, 200);
         assert!(
             stats.fdatasyncs < 50,
@@ -522,5 +527,68 @@ fn scan_lists_a_running_queue() {
         f.write_all(&record::MAGIC.to_le_bytes()).expect("write");
         drop(f);
         assert_eq!(scan(&dir).expect("scan").len(), 2);
+    });
+}
+
+#[test]
+fn a_caller_that_gives_up_does_not_stall_the_queue() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().to_path_buf();
+    run(move || async move {
+        let (q, _) = open(&dir, 1 << 20).await;
+        // Poll a commit once (it queues its record) and drop it, as a timed-out session would.
+        let first = futures_lite::future::poll_once(q.commit(&envelope(0, 1), b"dropped")).await;
+        assert!(first.is_none(), "a commit cannot be durable after one poll");
+        // Later commits still complete, and the dropped one was settled all the same.
+        let id = q.commit(&envelope(1, 1), b"kept").await.expect("commit");
+        // Its settling task may run just after ours.
+        for _ in 0..100 {
+            if q.stats().messages_pending == 2 {
+                break;
+            }
+            glommio::timer::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert_eq!(q.stats().messages_pending, 2);
+        let dropped = MessageId { index: 0, ..id };
+        assert_eq!(q.read_message(dropped).await.expect("read"), b"dropped");
+        q.close().await.expect("close");
+    });
+}
+
+#[test]
+fn torn_state_tail_loses_only_the_torn_state() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().to_path_buf();
+    run(move || async move {
+        let (q, _) = open(&dir, 1 << 20).await;
+        let a = q.commit(&envelope(0, 1), b"a").await.expect("commit");
+        let b = q.commit(&envelope(1, 1), b"b").await.expect("commit");
+        q.record(a, 0, Outcome::Delivered).await.expect("record");
+        let deferred = Outcome::Deferred {
+            attempts: 1,
+            next_attempt: 77,
+        };
+        q.record(b, 0, deferred).await.expect("record");
+        drop(q);
+        let state = logs(&dir, "seg-").remove(0).with_extension("state");
+        let one = (record::HEADER_LEN + record::STATE_PAYLOAD_LEN) as u64;
+        let f = OpenOptions::new().write(true).open(&state).expect("open");
+        f.set_len(one + one / 2).expect("truncate");
+        drop(f);
+
+        let (q, pending) = open(&dir, 1 << 20).await;
+        assert_eq!(pending_ids(&pending), vec![b]);
+        assert_eq!(
+            pending[0].states,
+            vec![RecipientState::Pending {
+                attempts: 0,
+                next_attempt: 0
+            }]
+        );
+        q.record(b, 0, Outcome::Delivered).await.expect("record");
+        drop(q);
+        let (q, pending) = open(&dir, 1 << 20).await;
+        assert!(pending.is_empty());
+        assert_eq!(q.stats().messages_pending, 0);
     });
 }
