@@ -35,6 +35,12 @@ pub fn rfc5322_date(secs: u64) -> String {
     )
 }
 
+/// Formats `secs` (Unix time, UTC) as `YYYY-MM-DD`.
+pub fn iso_date(secs: u64) -> String {
+    let (year, month, day) = civil_from_days((secs / 86_400) as i64);
+    format!("{year:04}-{month:02}-{day:02}")
+}
+
 /// Howard Hinnant's days-to-civil algorithm: days since 1970-01-01 to (year, month 1-12, day 1-31).
 fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let z = days + 719_468;

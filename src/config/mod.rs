@@ -1,1 +1,16 @@
-//! (placeholder: filled in by the config work)
+//! ringmail's configuration: one TOML file of plain data, read and validated once at startup.
+//!
+//! `schema` holds the structs (and their defaults), `load` turns a file into a validated
+//! [`Config`] with errors that name the file, line and key, and `cidr` parses network ranges.
+//! Running with no file uses [`EMBEDDED_DEFAULT`].
+
+mod cidr;
+mod load;
+mod schema;
+
+pub use cidr::Cidr;
+pub use load::{ConfigError, load_file, load_str};
+pub use schema::*;
+
+/// The configuration `ringmail serve` runs with when no `--config` is given.
+pub const EMBEDDED_DEFAULT: &str = include_str!("default.toml");

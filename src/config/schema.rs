@@ -1,0 +1,229 @@
+//! The configuration's shape and defaults. Every section and key is optional in the file; what is
+//! left out takes the default shown here (and documented in the README's configuration reference).
+
+use serde::Deserialize;
+use std::path::PathBuf;
+
+/// The whole configuration, after validation (see `load`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerSection,
+    pub smtp: SmtpSection,
+    pub local: LocalSection,
+    pub queue: QueueSection,
+    pub pop3: Pop3Section,
+    pub tls: TlsSection,
+}
+
+/// `[server]`: identity, storage and threads.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerSection {
+    /// Name used in the SMTP greeting, `Received:` headers, bounces and Maildir file names.
+    pub hostname: String,
+    /// Holds `queue/`, the default `mail/` root, the `passwd` database and the instance `lock`.
+    /// A relative path is relative to the working directory.
+    pub data_dir: PathBuf,
+    /// Number of shards (threads, one per CPU); 0 means one per online CPU.
+    pub shards: usize,
+    /// error, warn, info, debug or trace.
+    pub log_level: String,
+}
+
+impl Default for ServerSection {
+    fn default() -> Self {
+        ServerSection {
+            hostname: "localhost".into(),
+            data_dir: "ringmail-data".into(),
+            shards: 0,
+            log_level: "info".into(),
+        }
+    }
+}
+
+/// What to do with a DATA line longer than RFC 5321's 1000 octets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LongLinesSetting {
+    /// Refuse the message with 550 5.6.0 after its end.
+    Reject,
+    /// Store the line intact (never truncated).
+    Keep,
+}
+
+/// `[smtp]`: the SMTP listener and its limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SmtpSection {
+    /// Addresses to listen on, `ip:port`; every shard listens on each (SO_REUSEPORT).
+    pub listen: Vec<String>,
+    /// Largest message accepted, in octets; advertised in EHLO's SIZE (RFC 1870).
+    pub max_message_size: usize,
+    /// Most recipients in one message (RFC 5321 requires at least 100 be accepted).
+    pub max_recipients: usize,
+    pub long_lines: LongLinesSetting,
+    /// More `Received:` plus `Delivered-To:` headers than this is a loop: 554 5.4.6.
+    pub max_hops: usize,
+    /// Seconds to wait for a command (RFC 5321 §4.5.3.2 suggests 5 minutes).
+    pub command_timeout_secs: u64,
+    /// Seconds to wait for each piece of DATA (RFC 5321 §4.5.3.2: 3 minutes per block).
+    pub data_timeout_secs: u64,
+    /// Concurrent SMTP sessions per shard; more get `421 4.7.0`.
+    pub max_sessions_per_shard: usize,
+    /// Concurrent SMTP sessions from one client IP, per shard; more get `421 4.7.0`.
+    pub max_sessions_per_ip: usize,
+    /// Bad commands in one session before it is closed with 421.
+    pub max_errors: usize,
+    /// Client networks allowed to relay to non-local domains. Empty (the default) means no one:
+    /// ringmail has no remote delivery yet, so a non-empty list is refused at startup.
+    pub relay_networks: Vec<String>,
+}
+
+impl Default for SmtpSection {
+    fn default() -> Self {
+        SmtpSection {
+            listen: vec!["127.0.0.1:2525".into()],
+            max_message_size: 25 * 1024 * 1024,
+            max_recipients: 100,
+            long_lines: LongLinesSetting::Reject,
+            max_hops: 100,
+            command_timeout_secs: 300,
+            data_timeout_secs: 180,
+            max_sessions_per_shard: 1000,
+            max_sessions_per_ip: 100,
+            max_errors: 20,
+            relay_networks: Vec::new(),
+        }
+    }
+}
+
+/// Whether a recipient at a local domain must be a known user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UnknownUsers {
+    /// Any local part is accepted; its Maildir is created on first delivery.
+    Accept,
+    /// Only addresses listed in `users`, in the passwd database, or with an existing Maildir;
+    /// others get `550 5.1.1` at RCPT.
+    Reject,
+}
+
+/// `[local]`: which domains are delivered here and where their mail goes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LocalSection {
+    /// Domains whose mail is delivered into local Maildirs (qmail's `locals`).
+    pub domains: Vec<String>,
+    /// Root of the mail store: `<mail_root>/<domain>/<user>/Maildir`. Relative paths are
+    /// relative to `data_dir`.
+    pub mail_root: PathBuf,
+    pub unknown_users: UnknownUsers,
+    /// Extra known users (full addresses), for `unknown_users = "reject"`.
+    pub users: Vec<String>,
+}
+
+impl Default for LocalSection {
+    fn default() -> Self {
+        LocalSection {
+            domains: vec!["localhost".into()],
+            mail_root: "mail".into(),
+            unknown_users: UnknownUsers::Accept,
+            users: Vec::new(),
+        }
+    }
+}
+
+/// `[queue]`: the durable queue and the retry schedule.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QueueSection {
+    /// Size each segment file is preallocated to, in MiB.
+    pub segment_size_mib: u64,
+    /// Seconds a message may stay queued before undeliverable recipients bounce (qmail's
+    /// `queuelifetime`, 7 days).
+    pub queue_lifetime_secs: u64,
+    /// Deliveries in flight per shard.
+    pub delivery_concurrency: usize,
+}
+
+impl Default for QueueSection {
+    fn default() -> Self {
+        QueueSection {
+            segment_size_mib: 64,
+            queue_lifetime_secs: 604_800,
+            delivery_concurrency: 64,
+        }
+    }
+}
+
+/// When POP3 accepts a password sent in the clear.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PlaintextAuth {
+    /// Only over TLS (STLS or POP3S).
+    Never,
+    /// Over TLS, and in the clear from loopback clients.
+    Loopback,
+    /// Always (for test rigs and trusted networks).
+    Always,
+}
+
+/// `[pop3]`: the POP3 service.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Pop3Section {
+    /// Plain POP3 listeners (STLS offered when `[tls]` is set).
+    pub listen: Vec<String>,
+    /// POP3S listeners: implicit TLS (RFC 8314); needs `[tls]`.
+    pub pop3s_listen: Vec<String>,
+    pub allow_plaintext_auth: PlaintextAuth,
+    /// Seconds of silence before the session is closed (RFC 1939 §3: at least 10 minutes).
+    pub idle_timeout_secs: u64,
+    /// If set, passwords are checked by this checkpassword program (argv) instead of the
+    /// built-in database.
+    pub checkpassword: Vec<String>,
+    /// A file of `address:secret` lines for APOP (RFC 1939 §7), which needs the clear secret;
+    /// users not listed there cannot use APOP.
+    pub apop_secrets: Option<PathBuf>,
+}
+
+impl Default for Pop3Section {
+    fn default() -> Self {
+        Pop3Section {
+            listen: Vec::new(),
+            pop3s_listen: Vec::new(),
+            allow_plaintext_auth: PlaintextAuth::Never,
+            idle_timeout_secs: 600,
+            checkpassword: Vec::new(),
+            apop_secrets: None,
+        }
+    }
+}
+
+/// `[tls]`: the certificate for STLS and POP3S.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsSection {
+    /// PEM certificate chain.
+    pub cert: Option<PathBuf>,
+    /// PEM private key.
+    pub key: Option<PathBuf>,
+}
+
+impl Config {
+    /// `data_dir/mail_root`, or `mail_root` itself when absolute.
+    pub fn mail_root(&self) -> PathBuf {
+        self.server.data_dir.join(&self.local.mail_root)
+    }
+
+    /// Where the queue's segment files live.
+    pub fn queue_dir(&self) -> PathBuf {
+        self.server.data_dir.join("queue")
+    }
+
+    /// The built-in POP3 user database.
+    pub fn passwd_path(&self) -> PathBuf {
+        self.server.data_dir.join("passwd")
+    }
+}
