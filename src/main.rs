@@ -1,1 +1,7 @@
-fn main() {}
+//! The `ringmail` binary: parse the command line and run it.
+
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    ringmail::cli::run(ringmail::cli::Cli::parse())
+}

@@ -1,0 +1,31 @@
+//! `ringmail check-config FILE`: validate a configuration exactly as `serve` would.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+pub fn run(file: &Path) -> Result<ExitCode, ExitCode> {
+    let config = crate::config::load_file(file).map_err(|e| {
+        eprintln!("ringmail: configuration error: {e}");
+        ExitCode::from(2)
+    })?;
+    println!("{}: ok", file.display());
+    println!("  hostname      {}", config.server.hostname);
+    println!("  data_dir      {}", config.server.data_dir.display());
+    println!("  smtp          {}", list_or_none(&config.smtp.listen));
+    println!("  pop3          {}", list_or_none(&config.pop3.listen));
+    println!(
+        "  pop3s         {}",
+        list_or_none(&config.pop3.pop3s_listen)
+    );
+    println!("  local domains {}", config.local.domains.join(", "));
+    println!("  mail root     {}", config.mail_root().display());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn list_or_none(list: &[String]) -> String {
+    if list.is_empty() {
+        "(none)".to_string()
+    } else {
+        list.join(", ")
+    }
+}
