@@ -18,6 +18,7 @@
 //! - `session`: the state machine that ties them together.
 
 mod command;
+pub mod connection;
 mod data;
 mod received;
 pub mod reply;

@@ -1,0 +1,227 @@
+//! One shard's life: recover its queue, start its scheduler, bind its listeners, serve, and on
+//! shutdown stop accepting, answer open sessions 421, let deliveries in flight land, and sync
+//! the queue.
+
+use super::Setup;
+use super::policy::LocalPolicy;
+use crate::auth::PasswordChecker;
+use crate::config::{Config, LongLinesSetting, PlaintextAuth};
+use crate::delivery::scheduler::{Scheduler, SchedulerSettings};
+use crate::pop3::connection::{PlaintextPolicy, Pop3Settings, Pop3Shard};
+use crate::queue::{QueueOptions, ShardQueue};
+use crate::smtp::connection::{ConnectionLimits, SmtpShard};
+use crate::smtp::{LongLines, SmtpConfig};
+use log::{error, info, warn};
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::mpsc::Sender;
+use std::time::{Duration, Instant};
+
+/// How long shutdown waits for open sessions to take their 421 and go.
+const SESSION_DRAIN: Duration = Duration::from_secs(10);
+
+/// The shard's entry point, called by the shards runtime on the shard's own thread. Reports on
+/// `ready` once it serves (or why it could not start).
+pub async fn run(
+    ctx: shards::ShardContext<()>,
+    setup: Arc<Setup>,
+    ready: Sender<Result<(), String>>,
+) {
+    let id = ctx.id();
+    let shutdown = ctx.shutdown();
+    let running = match start(id, &setup, shutdown.clone()).await {
+        Ok(running) => running,
+        Err(message) => {
+            let _ = ready.send(Err(format!("shard {id}: {message}")));
+            return;
+        }
+    };
+    let _ = ready.send(Ok(()));
+    shutdown.wait().await;
+    running.stop().await;
+}
+
+/// A shard that is serving.
+struct Running {
+    queue: Rc<ShardQueue>,
+    scheduler: Rc<Scheduler>,
+    smtp: Rc<SmtpShard>,
+    accept_loops: Vec<glommio::task::JoinHandle<()>>,
+}
+
+async fn start(
+    id: usize,
+    setup: &Setup,
+    shutdown: shards::ShutdownSignal,
+) -> Result<Running, String> {
+    let config = &setup.config;
+    let options = QueueOptions {
+        segment_size: config.queue.segment_size_mib * 1024 * 1024,
+    };
+    let (queue, recovered) = ShardQueue::open(&config.queue_dir(), id as u16, options)
+        .await
+        .map_err(|e| format!("cannot open the queue: {e}"))?;
+    if !recovered.is_empty() {
+        info!(
+            "shard {id}: recovered {} unfinished messages from the queue",
+            recovered.len()
+        );
+    }
+    let scheduler = Scheduler::new(
+        Rc::clone(&queue),
+        SchedulerSettings {
+            mail_root: config.mail_root(),
+            hostname: config.server.hostname.clone(),
+            queue_lifetime: config.queue.queue_lifetime_secs,
+            concurrency: config.queue.delivery_concurrency,
+        },
+    );
+    scheduler.resume(recovered);
+
+    let smtp = Rc::new(SmtpShard::new(
+        Rc::new(smtp_config(config)),
+        Rc::new(LocalPolicy::new(config)),
+        Rc::clone(&queue),
+        Rc::clone(&scheduler),
+        ConnectionLimits {
+            max_sessions: config.smtp.max_sessions_per_shard,
+            max_sessions_per_ip: config.smtp.max_sessions_per_ip,
+            command_timeout: Duration::from_secs(config.smtp.command_timeout_secs),
+            data_timeout: Duration::from_secs(config.smtp.data_timeout_secs),
+        },
+        shutdown.clone(),
+    ));
+
+    let mut accept_loops = Vec::new();
+    for addr in &setup.listen.smtp {
+        let listener = bind(*addr)?;
+        let smtp = Rc::clone(&smtp);
+        let shutdown = shutdown.clone();
+        accept_loops.push(
+            glommio::spawn_local(async move {
+                accept_loop(listener, shutdown, move |stream| {
+                    glommio::spawn_local(crate::smtp::connection::serve(stream, Rc::clone(&smtp)))
+                        .detach();
+                })
+                .await
+            })
+            .detach(),
+        );
+    }
+    let pop3 = Rc::new(pop3_shard(setup));
+    for (addrs, implicit_tls) in [(&setup.listen.pop3, false), (&setup.listen.pop3s, true)] {
+        for addr in addrs {
+            let listener = bind(*addr)?;
+            let pop3 = Rc::clone(&pop3);
+            let shutdown = shutdown.clone();
+            accept_loops.push(
+                glommio::spawn_local(async move {
+                    accept_loop(listener, shutdown, move |stream| {
+                        let session =
+                            crate::pop3::connection::serve(stream, Rc::clone(&pop3), implicit_tls);
+                        glommio::spawn_local(session).detach();
+                    })
+                    .await
+                })
+                .detach(),
+            );
+        }
+    }
+    Ok(Running {
+        queue,
+        scheduler,
+        smtp,
+        accept_loops,
+    })
+}
+
+/// The POP3 service's per-shard state. POP3 sessions need no draining at shutdown: a session
+/// that ends without QUIT deletes nothing (RFC 1939 §6).
+fn pop3_shard(setup: &Setup) -> Pop3Shard {
+    let config = &setup.config;
+    let mut settings = Pop3Settings::new(config.server.hostname.clone(), config.mail_root());
+    settings.plaintext_auth = match config.pop3.allow_plaintext_auth {
+        PlaintextAuth::Never => PlaintextPolicy::Never,
+        PlaintextAuth::Loopback => PlaintextPolicy::LoopbackOnly,
+        PlaintextAuth::Always => PlaintextPolicy::Always,
+    };
+    settings.idle_timeout = Duration::from_secs(config.pop3.idle_timeout_secs);
+    settings.apop_secrets = config.pop3.apop_secrets.clone();
+    let checker = match config.pop3.checkpassword.split_first() {
+        Some((program, args)) => PasswordChecker::Checkpassword {
+            program: program.into(),
+            args: args.to_vec(),
+        },
+        None => PasswordChecker::Builtin {
+            passwd: config.passwd_path(),
+        },
+    };
+    Pop3Shard::new(settings, setup.tls.clone(), checker, setup.blocking.clone())
+}
+
+impl Running {
+    async fn stop(self) {
+        for handle in &self.accept_loops {
+            handle.cancel();
+        }
+        self.scheduler.stop();
+        let started = Instant::now();
+        while self.smtp.open_sessions() > 0 && started.elapsed() < SESSION_DRAIN {
+            glommio::timer::sleep(Duration::from_millis(20)).await;
+        }
+        if self.smtp.open_sessions() > 0 {
+            warn!(
+                "{} SMTP sessions still open at shutdown; closing them",
+                self.smtp.open_sessions()
+            );
+        }
+        if let Err(e) = self.queue.close().await {
+            error!("queue did not close cleanly: {e}");
+        }
+    }
+}
+
+fn bind(addr: SocketAddr) -> Result<glommio::net::TcpListener, String> {
+    shards::bind_listener(addr, 1024).map_err(|e| format!("cannot listen on {addr}: {e}"))
+}
+
+/// Accepts connections until shutdown, handing each to `spawn`.
+async fn accept_loop(
+    listener: glommio::net::TcpListener,
+    shutdown: shards::ShutdownSignal,
+    spawn: impl Fn(glommio::net::TcpStream),
+) {
+    loop {
+        let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
+            shutdown.wait().await;
+            None
+        })
+        .await;
+        match accepted {
+            None => return,
+            Some(Ok(stream)) => spawn(stream),
+            Some(Err(e)) => {
+                // EMFILE and friends: pause instead of spinning.
+                warn!("accept failed: {e}");
+                glommio::timer::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// The SMTP session settings a configuration gives.
+fn smtp_config(config: &Config) -> SmtpConfig {
+    SmtpConfig {
+        hostname: config.server.hostname.clone(),
+        max_message_size: config.smtp.max_message_size,
+        max_recipients: config.smtp.max_recipients,
+        long_lines: match config.smtp.long_lines {
+            LongLinesSetting::Reject => LongLines::Reject,
+            LongLinesSetting::Keep => LongLines::Keep,
+        },
+        max_hops: config.smtp.max_hops,
+        max_errors: config.smtp.max_errors,
+        max_commands: 100_000,
+    }
+}
