@@ -1,0 +1,268 @@
+//! Shared by the end-to-end tests: start the real `ringmail` binary on free loopback ports with a
+//! config in a temporary directory, stop it (SIGTERM or SIGKILL), and look at what it delivered.
+#![allow(dead_code)] // each test binary uses a different part of this
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_ringmail");
+
+/// A running ringmail with its own data directory.
+pub struct Server {
+    child: Option<Child>,
+    pub dir: PathBuf,
+    pub config_path: PathBuf,
+    pub smtp: SocketAddr,
+    pub pop3: Option<SocketAddr>,
+}
+
+/// A fresh temporary directory for one test (kept if the test fails, for its logs).
+pub fn test_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("ringmail-test-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// The config every test starts from; `extra` is appended (it may add keys to `[smtp]` etc. only
+/// through whole extra sections, so tests pass full sections they want to change).
+pub fn base_config(dir: &Path, smtp_extra: &str, extra: &str) -> String {
+    format!(
+        "[server]\nhostname = \"mx.test\"\ndata_dir = \"{data}\"\nshards = 2\nlog_level = \"info\"\n\n\
+         [smtp]\nlisten = [\"127.0.0.1:0\"]\n{smtp_extra}\n\n\
+         [local]\ndomains = [\"example.test\", \"localhost\"]\n\n\
+         [pop3]\nlisten = [\"127.0.0.1:0\"]\nallow_plaintext_auth = \"loopback\"\n\n{extra}",
+        data = dir.join("data").display()
+    )
+}
+
+impl Server {
+    /// Starts ringmail with `config` (written to `<dir>/ringmail.toml`) and waits until it serves.
+    pub fn start(dir: &Path, config: &str) -> Server {
+        let config_path = dir.join("ringmail.toml");
+        std::fs::write(&config_path, config).unwrap();
+        Server::start_with(dir, &config_path)
+    }
+
+    /// Starts ringmail again on the same directory and config file (after a stop or a crash).
+    pub fn start_with(dir: &Path, config_path: &Path) -> Server {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("ringmail.log"))
+            .unwrap();
+        let mut child = Command::new(BIN)
+            .args(["serve", "--config"])
+            .arg(config_path)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("start ringmail");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut smtp = None;
+        let mut pop3 = None;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = match rx.recv_timeout(left) {
+                Ok(line) => line,
+                Err(_) => {
+                    let _ = child.kill();
+                    let log = std::fs::read_to_string(dir.join("ringmail.log")).unwrap_or_default();
+                    panic!("ringmail did not announce itself; log:\n{log}");
+                }
+            };
+            if let Some(addr) = line.strip_prefix("ringmail: smtp listening on ") {
+                smtp = Some(addr.parse().unwrap());
+            } else if let Some(addr) = line.strip_prefix("ringmail: pop3 listening on ") {
+                pop3 = Some(addr.parse().unwrap());
+            } else if line.starts_with("ringmail: queue in ") {
+                break;
+            }
+        }
+        Server {
+            child: Some(child),
+            dir: dir.to_path_buf(),
+            config_path: config_path.to_path_buf(),
+            smtp: smtp.expect("smtp address announced"),
+            pop3,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    /// SIGTERM, then wait (at most 30 s) for the exit status.
+    pub fn terminate(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("running");
+        send_signal(child.id(), "TERM");
+        wait_timeout(&mut child, Duration::from_secs(30)).expect("ringmail exits after SIGTERM")
+    }
+
+    /// Waits (at most 30 s) for the server to exit on its own, e.g. after a signal the test sent.
+    pub fn wait_exit(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("running");
+        wait_timeout(&mut child, Duration::from_secs(30)).expect("ringmail exits")
+    }
+
+    /// SIGKILL: the crash the queue must survive.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("ringmail.log")).unwrap_or_default()
+    }
+
+    pub fn mail_root(&self) -> PathBuf {
+        self.dir.join("data").join("mail")
+    }
+
+    /// Files in `<mail root>/<domain>/<user>/Maildir/new`.
+    pub fn new_mail(&self, address: &str) -> Vec<PathBuf> {
+        let (user, domain) = address.split_once('@').unwrap();
+        let dir = self
+            .mail_root()
+            .join(domain)
+            .join(user)
+            .join("Maildir")
+            .join("new");
+        let mut files: Vec<PathBuf> = match std::fs::read_dir(dir) {
+            Ok(entries) => entries.filter_map(|e| e.ok()).map(|e| e.path()).collect(),
+            Err(_) => Vec::new(),
+        };
+        files.sort();
+        files
+    }
+
+    /// Waits (at most `secs`) until `address` has `count` new messages, and returns them.
+    pub fn wait_for_mail(&self, address: &str, count: usize, secs: u64) -> Vec<PathBuf> {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let files = self.new_mail(address);
+            if files.len() >= count || Instant::now() > deadline {
+                return files;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Runs `ringmail ARGS --config <this config>` and returns its output.
+    pub fn ctl(&self, args: &[&str]) -> Output {
+        Command::new(BIN)
+            .args(args)
+            .arg("--config")
+            .arg(&self.config_path)
+            .output()
+            .unwrap()
+    }
+
+    /// A raw connection for bad-input tests, past the greeting (which is returned).
+    pub fn raw(&self) -> (TcpStream, String) {
+        let mut stream = TcpStream::connect(self.smtp).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        stream.set_nodelay(true).unwrap();
+        let greeting = read_reply(&mut stream);
+        (stream, greeting)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Reads one complete SMTP reply (all `NNN-` lines and the final `NNN ` line).
+pub fn read_reply(stream: &mut TcpStream) -> String {
+    let mut reply = Vec::new();
+    let mut byte = [0u8; 1];
+    loop {
+        match stream.read(&mut byte) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => reply.push(byte[0]),
+        }
+        if reply.ends_with(b"\r\n") {
+            let text = String::from_utf8_lossy(&reply);
+            let last = text.trim_end().rsplit("\r\n").next().unwrap_or("");
+            if last.len() < 4 || last.as_bytes()[3] == b' ' {
+                break;
+            }
+        }
+    }
+    String::from_utf8_lossy(&reply).into_owned()
+}
+
+/// Sends `bytes` and reads one reply.
+pub fn exchange(stream: &mut TcpStream, bytes: &[u8]) -> String {
+    stream.write_all(bytes).unwrap();
+    read_reply(stream)
+}
+
+/// Runs a Python 3 script (stdin-fed, so no quoting trouble) with `args`.
+pub fn python(script: &str, args: &[&str]) -> Output {
+    let mut child = Command::new("python3")
+        .arg("-")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3 (scripts/install-test-deps installs it)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(script.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// The path of a helper script under tests/clients.
+pub fn client_script(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join("clients")
+        .join(name)
+}
+
+fn wait_timeout(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Sends a signal with `kill(1)`, which keeps the tests free of unsafe code.
+pub fn send_signal(pid: u32, signal: &str) {
+    let _ = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status();
+}
