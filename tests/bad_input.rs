@@ -122,5 +122,28 @@ fn smuggling_attempt_is_rejected_whole() {
     std::thread::sleep(Duration::from_millis(300));
     assert!(server.new_mail("smuggled@example.test").is_empty());
     assert!(server.new_mail("victim@example.test").is_empty());
-    let _ = read_reply; // (used by other tests)
+}
+
+#[test]
+fn sessions_per_ip_are_capped_with_421() {
+    let dir = test_dir("perip");
+    let config =
+        base_config(&dir, "max_sessions_per_ip = 2", "").replace("shards = 2", "shards = 1");
+    let server = Server::start(&dir, &config);
+    let (_first, g1) = server.raw();
+    let (_second, g2) = server.raw();
+    let (_third, g3) = server.raw();
+    assert!(g1.starts_with("220") && g2.starts_with("220"), "{g1}{g2}");
+    assert!(g3.starts_with("421 4.7.0"), "{g3}");
+}
+
+#[test]
+fn idle_client_gets_421_timeout() {
+    let dir = test_dir("timeout");
+    let server = Server::start(&dir, &base_config(&dir, "command_timeout_secs = 1", ""));
+    let (mut s, _) = server.raw();
+    let started = std::time::Instant::now();
+    let reply = read_reply(&mut s);
+    assert!(reply.starts_with("421 4.4.2"), "{reply}");
+    assert!(started.elapsed() >= Duration::from_millis(900));
 }

@@ -4,6 +4,7 @@
 mod common;
 
 use common::{BIN, Server, base_config, exchange, test_dir};
+use std::path::Path;
 use std::process::Command;
 
 #[test]
@@ -71,16 +72,66 @@ fn sigterm_answers_421_and_exits_0_then_restart_serves() {
     assert!(exchange(&mut s, b"QUIT\r\n").starts_with("221"));
 }
 
+/// Makes a directory immutable (`chattr +i`), so even root gets EPERM writing in it: the one
+/// way to cause a temporary delivery failure as root. Returns false where the filesystem has
+/// no such attribute.
+fn set_immutable(path: &Path, on: bool) -> bool {
+    let flag = if on { "+i" } else { "-i" };
+    Command::new("chattr")
+        .arg(flag)
+        .arg(path)
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
 #[test]
-fn queue_commands_read_the_data_directory() {
+fn queue_commands_show_a_deferred_message() {
     let dir = test_dir("queuecli");
     let server = Server::start(&dir, &base_config(&dir, "", ""));
     let out = server.ctl(&["queue", "stat"]);
     assert!(out.status.success());
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("messages in queue: 0"), "{text}");
-    let out = server.ctl(&["queue", "list"]);
-    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("messages in queue: 0"));
+
+    let maildir = server.mail_root().join("example.test/stuck/Maildir");
+    for sub in ["tmp", "new", "cur"] {
+        std::fs::create_dir_all(maildir.join(sub)).unwrap();
+    }
+    if !set_immutable(&maildir.join("tmp"), true) {
+        eprintln!("skipping: chattr +i is not supported here");
+        return;
+    }
+    let (mut s, _) = server.raw();
+    for command in [
+        "HELO c.test\r\n",
+        "MAIL FROM:<a@localhost>\r\n",
+        "RCPT TO:<stuck@example.test>\r\n",
+        "DATA\r\n",
+    ] {
+        assert!(!exchange(&mut s, command.as_bytes()).starts_with('5'));
+    }
+    assert!(exchange(&mut s, b"Subject: stuck\r\n\r\nwaiting\r\n.\r\n").starts_with("250"));
+
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let listing = loop {
+        let out = server.ctl(&["queue", "list"]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        if text.contains("deferred") || std::time::Instant::now() > deadline {
+            break text;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    set_immutable(&maildir.join("tmp"), false);
+    assert!(listing.contains("from <a@localhost>"), "{listing}");
+    assert!(listing.contains("deferred, 1 attempts, next "), "{listing}");
+    assert!(listing.contains("\tstuck@example.test"), "{listing}");
+    let stat = String::from_utf8_lossy(&server.ctl(&["queue", "stat"]).stdout).into_owned();
+    assert!(stat.contains("messages in queue: 1"), "{stat}");
+    assert!(
+        stat.contains("recipients deferred after a failed attempt: 1"),
+        "{stat}"
+    );
+    assert!(server.log().contains("deferral"), "{}", server.log());
 }
 
 #[test]

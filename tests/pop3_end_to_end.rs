@@ -1,0 +1,198 @@
+//! POP3 through the real binary: a user added with `ringmail passwd add`, mail sent in over SMTP,
+//! fetched with Python's poplib and curl; DELE is applied only at QUIT (not on a dropped
+//! connection, not on kill -9), and UIDLs survive a restart.
+
+mod common;
+
+use common::{Server, base_config, python, test_dir};
+use std::io::{BufRead, Write};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+const SEND: &str = r#"
+import smtplib, sys
+with smtplib.SMTP("127.0.0.1", int(sys.argv[1]), timeout=10) as s:
+    for i in range(3):
+        s.sendmail("alice@localhost", ["bob@example.test"], "Subject: msg %d\r\n\r\nbody %d\r\n.dot\r\n" % (i, i))
+"#;
+
+/// poplib: log in, print STAT and UIDL, then run the command named in argv[3].
+const POP: &str = r#"
+import poplib, sys
+p = poplib.POP3("127.0.0.1", int(sys.argv[1]), timeout=10)
+p.user("bob@example.test")
+p.pass_(sys.argv[2])
+print("STAT", p.stat())
+print("UIDL", sorted(u.decode().split()[1] for u in p.uidl()[1]))
+action = sys.argv[3]
+if action == "retr":
+    lines = p.retr(1)[1]
+    print("RETR", b"\n".join(lines).decode())
+    p.quit()
+elif action == "dele-quit":
+    print(p.dele(1))
+    p.quit()
+elif action == "dele-drop":
+    print(p.dele(1))
+    p.sock.close()
+elif action == "dele-wait":
+    print("DELE", p.dele(1), flush=True)
+    import time
+    time.sleep(30)  # the test kills the server meanwhile
+"#;
+
+fn add_user(server: &Server, address: &str, password: &str) {
+    let mut child = Command::new(common::BIN)
+        .args(["passwd", "add", address, "--config"])
+        .arg(&server.config_path)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
+    assert!(child.wait().unwrap().success());
+}
+
+fn pop(server: &Server, password: &str, action: &str) -> String {
+    let port = server.pop3.unwrap().port().to_string();
+    let out = python(POP, &[&port, password, action]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stat_line(output: &str) -> &str {
+    output.lines().find(|l| l.starts_with("STAT")).unwrap()
+}
+
+fn uidl_line(output: &str) -> String {
+    output
+        .lines()
+        .find(|l| l.starts_with("UIDL"))
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn smtp_in_pop3_out_with_delete_only_at_quit() {
+    let dir = test_dir("pop3e2e");
+    let mut server = Server::start(&dir, &base_config(&dir, "", ""));
+    add_user(&server, "bob@example.test", "s3cret");
+    let out = server.ctl(&["passwd", "list"]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "bob@example.test"
+    );
+
+    let sent = python(SEND, &[&server.smtp.port().to_string()]);
+    assert!(
+        sent.status.success(),
+        "{}",
+        String::from_utf8_lossy(&sent.stderr)
+    );
+    assert_eq!(server.wait_for_mail("bob@example.test", 3, 20).len(), 3);
+
+    // poplib reads what SMTP delivered, dot-stuffing and all.
+    let first = pop(&server, "s3cret", "retr");
+    assert!(stat_line(&first).starts_with("STAT (3, "), "{first}");
+    assert!(first.contains("Subject: msg 0"), "{first}");
+    assert!(first.contains("\n.dot"), "{first}");
+    let uidls = uidl_line(&first);
+
+    // A wrong password is refused.
+    let bad = python(
+        POP,
+        &[&server.pop3.unwrap().port().to_string(), "wrong", "retr"],
+    );
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("-ERR"));
+
+    // curl is a second client.
+    let curl = Command::new("curl")
+        .args([
+            "--silent",
+            "--show-error",
+            "--max-time",
+            "20",
+            "--user",
+            "bob@example.test:s3cret",
+        ])
+        .arg(format!("pop3://{}/2", server.pop3.unwrap()))
+        .output()
+        .unwrap();
+    assert!(
+        curl.status.success(),
+        "{}",
+        String::from_utf8_lossy(&curl.stderr)
+    );
+    assert!(String::from_utf8_lossy(&curl.stdout).contains("Subject: msg 1"));
+
+    // DELE then a dropped connection deletes nothing.
+    pop(&server, "s3cret", "dele-drop");
+    std::thread::sleep(Duration::from_millis(300));
+    let after_drop = pop(&server, "s3cret", "stat");
+    assert!(
+        stat_line(&after_drop).starts_with("STAT (3, "),
+        "{after_drop}"
+    );
+
+    // DELE then kill -9 of the server before QUIT deletes nothing either.
+    let port = server.pop3.unwrap().port().to_string();
+    let mut held = Command::new("python3")
+        .arg("-")
+        .args([&port, "s3cret", "dele-wait"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    held.stdin
+        .as_mut()
+        .unwrap()
+        .write_all(POP.as_bytes())
+        .unwrap();
+    drop(held.stdin.take());
+    let mut reader = std::io::BufReader::new(held.stdout.take().unwrap());
+    let mut line = String::new();
+    while !line.starts_with("DELE") {
+        line.clear();
+        assert!(
+            reader.read_line(&mut line).unwrap() > 0,
+            "the POP3 client ended before DELE"
+        );
+    }
+    assert!(line.contains("+OK"), "{line}");
+    server.kill9();
+    let _ = held.kill();
+    let _ = held.wait();
+    let mut server = Server::start_with(&dir, &dir.join("ringmail.toml"));
+    let after_kill = pop(&server, "s3cret", "stat");
+    assert!(
+        stat_line(&after_kill).starts_with("STAT (3, "),
+        "{after_kill}"
+    );
+    // UIDLs are the same across sessions and across the restart.
+    assert_eq!(uidl_line(&after_kill), uidls);
+
+    // DELE then QUIT removes the message from disk.
+    pop(&server, "s3cret", "dele-quit");
+    let after_quit = pop(&server, "s3cret", "stat");
+    assert!(
+        stat_line(&after_quit).starts_with("STAT (2, "),
+        "{after_quit}"
+    );
+    let maildir = server.mail_root().join("example.test/bob/Maildir");
+    let on_disk = ["new", "cur"]
+        .iter()
+        .map(|d| {
+            std::fs::read_dir(maildir.join(d))
+                .map(|e| e.count())
+                .unwrap_or(0)
+        })
+        .sum::<usize>();
+    assert_eq!(on_disk, 2);
+    assert!(server.terminate().success());
+}
