@@ -18,6 +18,7 @@ pub struct Server {
     pub config_path: PathBuf,
     pub smtp: SocketAddr,
     pub pop3: Option<SocketAddr>,
+    pub pop3s: Option<SocketAddr>,
 }
 
 /// A fresh temporary directory for one test (kept if the test fails, for its logs).
@@ -74,6 +75,7 @@ impl Server {
         });
         let mut smtp = None;
         let mut pop3 = None;
+        let mut pop3s = None;
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -89,6 +91,8 @@ impl Server {
                 smtp = Some(addr.parse().unwrap());
             } else if let Some(addr) = line.strip_prefix("ringmail: pop3 listening on ") {
                 pop3 = Some(addr.parse().unwrap());
+            } else if let Some(addr) = line.strip_prefix("ringmail: pop3s listening on ") {
+                pop3s = Some(addr.parse().unwrap());
             } else if line.starts_with("ringmail: queue in ") {
                 break;
             }
@@ -99,6 +103,7 @@ impl Server {
             config_path: config_path.to_path_buf(),
             smtp: smtp.expect("smtp address announced"),
             pop3,
+            pop3s,
         }
     }
 
