@@ -79,6 +79,8 @@ struct Stored {
     in_new: bool,
     /// The file name as found.
     name: String,
+    /// The file's length when listed (Maildir files never change after delivery).
+    file_len: u64,
     info: MessageInfo,
 }
 
@@ -199,13 +201,13 @@ impl Mailbox {
                     continue;
                 }
                 let mtime = meta.modified().ok();
-                found.push((mtime, name, in_new));
+                found.push((mtime, name, in_new, meta.len()));
             }
         }
         found.sort();
         let mut dirty = false;
         let mut messages = Vec::with_capacity(found.len());
-        for (_, name, in_new) in found {
+        for (_, name, in_new, file_len) in found {
             let unique = unique_name(&name);
             let size = match cache.get(unique) {
                 Some(&size) => size,
@@ -226,7 +228,12 @@ impl Mailbox {
                 uid: uidl_for(unique),
                 size,
             };
-            messages.push(Stored { in_new, name, info });
+            messages.push(Stored {
+                in_new,
+                name,
+                file_len,
+                info,
+            });
         }
         if dirty || cache.len() != messages.len() {
             // Only a cache: failing to write it costs a recount next time, nothing more.
@@ -257,6 +264,12 @@ impl Mailbox {
                 .join(if m.in_new { "new" } else { "cur" })
                 .join(&m.name),
         )
+    }
+
+    /// The length of message `index`'s file (0-based) when it was listed, so RETR can read it
+    /// in one go without a read to find the end.
+    pub fn file_len(&self, index: usize) -> Option<u64> {
+        self.messages.get(index).map(|m| m.file_len)
     }
 
     /// UPDATE state (RFC 1939 §6): unlink `deleted`, mark `retrieved` seen (moving them
