@@ -115,8 +115,9 @@ impl Pop3Shard {
 /// Flush the output buffer once it holds this much, even mid-message.
 const FLUSH_AT: usize = 64 * 1024;
 /// The most a message read asks for at once: most messages are smaller and take one read;
-/// bigger ones stream in reads of this size.
-const MAX_READ: u64 = 1024 * 1024;
+/// bigger ones stream in reads of this size. It also bounds the output buffer per connection
+/// (under FLUSH_AT plus twice this, if every line were empty or dot-stuffed).
+const MAX_READ: u64 = 256 * 1024;
 
 /// What ended a drive loop.
 enum Next {
