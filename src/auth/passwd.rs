@@ -4,14 +4,15 @@
 //! lookups are case-insensitive like mailbox paths. Changes rewrite the whole file atomically:
 //! temp file, fsync, rename, directory fsync. Blank lines and `#` comments are kept out on rewrite.
 
+use std::cell::RefCell;
 use std::fmt;
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use argon2::Argon2;
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::password_hash::{Output, PasswordHash, PasswordHasher, SaltString};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
 
 use crate::mailbox::split_address;
 
@@ -100,14 +101,47 @@ fn dummy_hash() -> &'static str {
     })
 }
 
+thread_local! {
+    /// Argon2 working memory (19 MiB at the default parameters), kept per thread between
+    /// verifications: argon2 overwrites every block before reading it, so reuse saves the
+    /// allocation and zeroing that `verify_password` repeats on every login. Only the blocking
+    /// pool's few workers (and the CLI) verify, so few of these exist.
+    static ARGON2_MEMORY: RefCell<Vec<Block>> = const { RefCell::new(Vec::new()) };
+}
+
+/// True when `password` matches the argon2 PHC string `hash`: the same check as
+/// `PasswordVerifier::verify_password` (the hash's own algorithm, version and parameters, a
+/// constant-time comparison), with reused working memory.
 fn verify_hash(hash: &str, password: &str) -> bool {
     PasswordHash::new(hash)
-        .map(|h| {
-            Argon2::default()
-                .verify_password(password.as_bytes(), &h)
-                .is_ok()
-        })
+        .ok()
+        .and_then(|h| verify_parsed(&h, password))
         .unwrap_or(false)
+}
+
+fn verify_parsed(hash: &PasswordHash<'_>, password: &str) -> Option<bool> {
+    let algorithm = Algorithm::try_from(hash.algorithm).ok()?;
+    let version = match hash.version {
+        Some(v) => Version::try_from(v).ok()?,
+        None => Version::default(),
+    };
+    let params = Params::try_from(hash).ok()?;
+    let expected = hash.hash?;
+    let mut salt_buf = [0u8; 64];
+    let salt = hash.salt?.decode_b64(&mut salt_buf).ok()?;
+    let mut out_buf = [0u8; Output::MAX_LENGTH];
+    let out = out_buf.get_mut(..expected.len())?;
+    let blocks = params.block_count();
+    let argon2 = Argon2::new(algorithm, version, params);
+    ARGON2_MEMORY.with_borrow_mut(|memory| {
+        // Grows once to the largest cost seen; a shorter resize keeps the capacity.
+        memory.resize(blocks, Block::default());
+        argon2
+            .hash_password_into_with_memory(password.as_bytes(), salt, out, memory.as_mut_slice())
+            .ok()
+    })?;
+    // `Output`'s equality is constant-time.
+    Some(Output::new(out).ok()? == expected)
 }
 
 impl PasswdDb {
@@ -278,6 +312,44 @@ mod tests {
         ));
         assert_eq!(list(&path).unwrap(), vec!["alice@example.test"]);
         assert!(!path.with_extension("tmp").exists());
+    }
+
+    #[test]
+    fn reused_memory_verifies_like_the_crate() {
+        use argon2::password_hash::PasswordVerifier;
+        let salt = SaltString::encode_b64(b"0123456789abcdef").unwrap();
+        // Sizes that shrink and grow the reused memory; other algorithms, versions, lengths.
+        let cases = [
+            (Algorithm::Argon2id, Version::V0x13, 64, 1, 1, 32),
+            (Algorithm::Argon2id, Version::V0x13, 512, 2, 2, 16),
+            (Algorithm::Argon2i, Version::V0x13, 32, 3, 1, 64),
+            (Algorithm::Argon2d, Version::V0x10, 128, 1, 4, 32),
+            (Algorithm::Argon2id, Version::V0x13, 64, 1, 1, 32),
+        ];
+        for (alg, version, m, t, p, len) in cases {
+            let params = Params::new(m, t, p, Some(len)).unwrap();
+            let phc = Argon2::new(alg, version, params)
+                .hash_password(b"right", &salt)
+                .unwrap()
+                .to_string();
+            let parsed = PasswordHash::new(&phc).unwrap();
+            for (password, want) in [("right", true), ("wrong", false)] {
+                let crate_says = Argon2::default()
+                    .verify_password(password.as_bytes(), &parsed)
+                    .is_ok();
+                assert_eq!(crate_says, want, "{phc}");
+                assert_eq!(verify_hash(&phc, password), want, "{phc} {password}");
+            }
+        }
+        assert!(!verify_hash(
+            "$argon2id$v=19$m=64,t=1,p=1$bm9zYWx0",
+            "right"
+        ));
+        assert!(!verify_hash(
+            "$scrypt$ln=4,r=8,p=1$c2FsdHNhbHQ$aGFzaA",
+            "right"
+        ));
+        assert!(!verify_hash("not a hash", "right"));
     }
 
     #[test]

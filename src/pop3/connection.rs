@@ -114,8 +114,10 @@ impl Pop3Shard {
 
 /// Flush the output buffer once it holds this much, even mid-message.
 const FLUSH_AT: usize = 64 * 1024;
-/// Message file read size.
-const READ_CHUNK: usize = 64 * 1024;
+/// The most a message read asks for at once: most messages are smaller and take one read;
+/// bigger ones stream in reads of this size. It also bounds the output buffer per connection
+/// (under FLUSH_AT plus twice this, if every line were empty or dot-stuffed).
+const MAX_READ: u64 = 256 * 1024;
 
 /// What ended a drive loop.
 enum Next {
@@ -422,6 +424,13 @@ impl Conn<'_> {
         status: &[u8],
     ) -> io::Result<()> {
         let path = self.mailbox.as_ref().and_then(|mb| mb.message_path(index));
+        // Read exactly the bytes the listing saw (the sizes LIST reported were computed from
+        // them), without a further read to find the end.
+        let file_len = self
+            .mailbox
+            .as_ref()
+            .and_then(|mb| mb.file_len(index))
+            .unwrap_or(0);
         let file = match path {
             Some(p) => BufferedFile::open(&p).await.ok(),
             None => None,
@@ -431,11 +440,22 @@ impl Conn<'_> {
                 .extend_from_slice(&reply::MESSAGE_UNAVAILABLE.to_bytes());
             return Ok(());
         };
+        // Replies to pipelined commands pile up in `out`; bound it before adding a message. A
+        // message that fits is written whole with its terminator, in one write.
+        if self.out.len() >= FLUSH_AT {
+            io.write_all(&self.out).await?;
+            self.out.clear();
+        }
         self.out.extend_from_slice(status);
         let mut enc = WireEncoder::new(top_lines);
         let mut pos = 0u64;
         let result = loop {
-            let chunk = match file.read_at(pos, READ_CHUNK).await {
+            let want = file_len.saturating_sub(pos).min(MAX_READ);
+            if want == 0 {
+                break Ok(());
+            }
+            // `want` is at most MAX_READ, which fits any usize.
+            let chunk = match file.read_at(pos, want as usize).await {
                 Ok(c) => c,
                 // The +OK is out: the only honest thing left is to drop the connection.
                 Err(e) => break Err(io::Error::other(e.to_string())),
@@ -445,9 +465,10 @@ impl Conn<'_> {
             }
             enc.encode(&chunk, &mut self.out);
             pos += chunk.len() as u64;
-            if enc.is_done() {
+            if enc.is_done() || pos >= file_len {
                 break Ok(());
             }
+            // More to read: write what we have rather than hold a big message in memory.
             if self.out.len() >= FLUSH_AT {
                 if let Err(e) = io.write_all(&self.out).await {
                     break Err(e);

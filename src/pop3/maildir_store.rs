@@ -16,9 +16,9 @@
 //!   on another shard or in another process alike; local delivery takes no lock (Maildir
 //!   delivery is safe against readers) and its new mail shows in the next session.
 //! - **UPDATE** ([`Mailbox::commit`]): deleted messages are unlinked; retrieved ones move from
-//!   `new/` to `cur/` with the `:2,S` (seen) info, per the Maildir convention; both directories
-//!   are fsynced. Moving at UPDATE rather than at RETR keeps paths fixed during the session and
-//!   leaves the Maildir untouched if the connection drops.
+//!   `new/` to `cur/` with the `:2,S` (seen) info, per the Maildir convention; the directories
+//!   that changed are fsynced. Moving at UPDATE rather than at RETR keeps paths fixed during
+//!   the session and leaves the Maildir untouched if the connection drops.
 //! - A Maildir that does not exist is an empty mailbox (no lock is taken: there is nothing to
 //!   delete).
 //!
@@ -79,6 +79,8 @@ struct Stored {
     in_new: bool,
     /// The file name as found.
     name: String,
+    /// The file's length when listed (Maildir files never change after delivery).
+    file_len: u64,
     info: MessageInfo,
 }
 
@@ -199,13 +201,13 @@ impl Mailbox {
                     continue;
                 }
                 let mtime = meta.modified().ok();
-                found.push((mtime, name, in_new));
+                found.push((mtime, name, in_new, meta.len()));
             }
         }
         found.sort();
         let mut dirty = false;
         let mut messages = Vec::with_capacity(found.len());
-        for (_, name, in_new) in found {
+        for (_, name, in_new, file_len) in found {
             let unique = unique_name(&name);
             let size = match cache.get(unique) {
                 Some(&size) => size,
@@ -226,7 +228,12 @@ impl Mailbox {
                 uid: uidl_for(unique),
                 size,
             };
-            messages.push(Stored { in_new, name, info });
+            messages.push(Stored {
+                in_new,
+                name,
+                file_len,
+                info,
+            });
         }
         if dirty || cache.len() != messages.len() {
             // Only a cache: failing to write it costs a recount next time, nothing more.
@@ -259,9 +266,15 @@ impl Mailbox {
         )
     }
 
+    /// The length of message `index`'s file (0-based) when it was listed, so RETR can read it
+    /// in one go without a read to find the end.
+    pub fn file_len(&self, index: usize) -> Option<u64> {
+        self.messages.get(index).map(|m| m.file_len)
+    }
+
     /// UPDATE state (RFC 1939 §6): unlink `deleted`, mark `retrieved` seen (moving them
-    /// `new/` → `cur/`), fsync the directories, then release the lock. Every step is attempted;
-    /// the first error is returned.
+    /// `new/` → `cur/`), fsync the directories that changed, then release the lock. Every step
+    /// is attempted; the first error is returned.
     pub fn commit(self, deleted: &[usize], retrieved: &[usize]) -> Result<(), StoreError> {
         let mut first_err: Option<StoreError> = None;
         let mut note = |r: Result<(), StoreError>| {
@@ -269,10 +282,18 @@ impl Mailbox {
                 first_err.get_or_insert(e);
             }
         };
+        // Directories whose entries this commit changed (or tried to): only those need an
+        // fsync. A session that re-reads already-seen mail changes nothing.
+        let (mut new_changed, mut cur_changed) = (false, false);
         for &i in deleted {
-            let Some(path) = self.message_path(i) else {
+            let (Some(m), Some(path)) = (self.messages.get(i), self.message_path(i)) else {
                 continue;
             };
+            if m.in_new {
+                new_changed = true;
+            } else {
+                cur_changed = true;
+            }
             note(match fs::remove_file(&path) {
                 Err(e) if e.kind() != io::ErrorKind::NotFound => {
                     Err(StoreError::Io { path, source: e })
@@ -299,6 +320,8 @@ impl Mailbox {
             flags.dedup();
             let to_name = format!("{unique}:2,{}", flags.into_iter().collect::<String>());
             let to = self.maildir.join("cur").join(to_name);
+            new_changed |= m.in_new;
+            cur_changed = true;
             note(match fs::rename(&from, &to) {
                 Err(e) if e.kind() != io::ErrorKind::NotFound => Err(StoreError::Io {
                     path: from,
@@ -307,8 +330,8 @@ impl Mailbox {
                 _ => Ok(()),
             });
         }
-        if !deleted.is_empty() || !retrieved.is_empty() {
-            for sub in ["new", "cur"] {
+        for (sub, changed) in [("new", new_changed), ("cur", cur_changed)] {
+            if changed {
                 let dir = self.maildir.join(sub);
                 note(
                     File::open(&dir)
