@@ -117,15 +117,7 @@ fn write_batch(jobs: &[Job]) -> Vec<Result<(), MaildirError>> {
         }
     }
 
-    for ((job, file), result) in jobs.iter().zip(files).zip(results.iter_mut()) {
-        let Some(file) = file else { continue };
-        // A close error after a successful fdatasync cannot lose data; std's drop ignores it.
-        if let Err(e) = file.sync_data() {
-            drop(file);
-            discard_now(&job.tmp);
-            *result = Err(MaildirError::io("fdatasync", &job.tmp, e));
-        }
-    }
+    sync_all_data(jobs, files, &mut results);
 
     for (job, result) in jobs.iter().zip(results.iter_mut()) {
         if result.is_ok() {
@@ -156,6 +148,53 @@ fn write_batch(jobs: &[Job]) -> Vec<Result<(), MaildirError>> {
         }
     }
     results
+}
+
+/// Files one syncing thread takes at least; below twice this a batch syncs on its own thread.
+const FILES_PER_SYNC_THREAD: usize = 8;
+/// The most threads that `fdatasync` one batch's files side by side.
+const SYNC_THREADS: usize = 4;
+
+/// `fdatasync`s every written file, several at once for a big batch: the disk then gets their
+/// writes and cache flushes together (the block layer merges concurrent flushes), where one
+/// thread would wait for each flush in turn.
+fn sync_all_data(
+    jobs: &[Job],
+    files: Vec<Option<fs::File>>,
+    results: &mut [Result<(), MaildirError>],
+) {
+    let threads = (jobs.len() / FILES_PER_SYNC_THREAD).clamp(1, SYNC_THREADS);
+    let chunk = jobs.len().div_ceil(threads).max(1);
+    let mut files = files;
+    if threads == 1 {
+        sync_chunk(jobs, &mut files, results);
+        return;
+    }
+    std::thread::scope(|scope| {
+        for ((jobs, files), results) in jobs
+            .chunks(chunk)
+            .zip(files.chunks_mut(chunk))
+            .zip(results.chunks_mut(chunk))
+        {
+            scope.spawn(move || sync_chunk(jobs, files, results));
+        }
+    });
+}
+
+fn sync_chunk(
+    jobs: &[Job],
+    files: &mut [Option<fs::File>],
+    results: &mut [Result<(), MaildirError>],
+) {
+    for ((job, file), result) in jobs.iter().zip(files).zip(results) {
+        let Some(file) = file.take() else { continue };
+        // A close error after a successful fdatasync cannot lose data; std's drop ignores it.
+        if let Err(e) = file.sync_data() {
+            drop(file);
+            discard_now(&job.tmp);
+            *result = Err(MaildirError::io("fdatasync", &job.tmp, e));
+        }
+    }
 }
 
 /// Creates the file in `tmp/` (making the Maildir if it is missing), writes it whole and starts
