@@ -111,7 +111,11 @@ median() {
 host_info() {
     echo "- host: \`$(uname -srm)\`, $(nproc) CPUs ($(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1)), $(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo) RAM"
     echo "- filesystem of the work dir: \`$(df -T "${WORK:-/tmp}" | awk 'NR==2 {print $2 " on " $1}')\`, mount options \`$(findmnt -no OPTIONS -T "${WORK:-/tmp}" 2>/dev/null || echo unknown)\`"
-    echo "- ringmail commit: \`$(git -C "$REPO_ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)\`$(git -C "$REPO_ROOT" diff --quiet 2>/dev/null || echo ' (with uncommitted changes)')"
+    if [ -n "$RINGMAIL_PREBUILT" ]; then
+        echo "- ringmail binary: \`$RINGMAIL\` (prebuilt, not this checkout's commit)"
+    else
+        echo "- ringmail commit: \`$(git -C "$REPO_ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)\`$(git -C "$REPO_ROOT" diff --quiet 2>/dev/null || echo ' (with uncommitted changes)')"
+    fi
     echo "- load average before the run: $(cut -d' ' -f1-3 /proc/loadavg)"
 }
 
