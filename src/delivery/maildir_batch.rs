@@ -18,6 +18,7 @@ use std::fs;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 
 use super::maildir::{MaildirError, create_maildir, create_tmp, discard_now};
 use crate::blocking::BlockingPool;
@@ -40,6 +41,51 @@ struct Writer {
     pending: RefCell<Vec<(Job, Reply)>>,
     in_flight: Cell<usize>,
     pool: BlockingPool,
+    /// The turn the next batch gets to create its files (see [`CreateTurns`]).
+    next_turn: Cell<u64>,
+    turns: Arc<CreateTurns>,
+}
+
+/// Batches create their files strictly in the order they were handed out, though they run on
+/// different threads: a mailbox lists its messages by file time (POP3, most Maildir readers),
+/// so two messages to one mailbox must be written in the order they were accepted. Only the
+/// create+write pass takes turns; the slow `fdatasync`s of two batches still overlap. This lock
+/// is held only by the shard's delivery threads, never by the shard itself.
+#[derive(Default)]
+struct CreateTurns {
+    /// The turn whose batch may create its files now.
+    now: Mutex<u64>,
+    changed: Condvar,
+}
+
+impl CreateTurns {
+    /// Waits for `turn`; the returned guard passes the turn on when dropped (also on panic).
+    fn wait(&self, turn: u64) -> TurnGuard<'_> {
+        let mut now = self.now.lock().unwrap_or_else(PoisonError::into_inner);
+        while *now != turn {
+            now = self
+                .changed
+                .wait(now)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+        TurnGuard { turns: self }
+    }
+}
+
+struct TurnGuard<'a> {
+    turns: &'a CreateTurns,
+}
+
+impl Drop for TurnGuard<'_> {
+    fn drop(&mut self) {
+        let mut now = self
+            .turns
+            .now
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        *now += 1;
+        self.turns.changed.notify_all();
+    }
 }
 
 thread_local! {
@@ -49,6 +95,8 @@ thread_local! {
         pending: RefCell::new(Vec::new()),
         in_flight: Cell::new(0),
         pool: BlockingPool::new(MAX_BATCHES_IN_FLIGHT),
+        next_turn: Cell::new(0),
+        turns: Arc::new(CreateTurns::default()),
     };
 }
 
@@ -87,9 +135,13 @@ async fn run_batches() {
             return;
         }
         let done = WRITER.with(|w| {
+            let turn = w.next_turn.get();
+            w.next_turn.set(turn + 1);
+            let turns = Arc::clone(&w.turns);
             w.pool.run(move || {
                 let (jobs, replies): (Vec<Job>, Vec<Reply>) = batch.into_iter().unzip();
-                for (result, reply) in write_batch(&jobs).into_iter().zip(replies) {
+                let created = turns.wait(turn);
+                for (result, reply) in write_batch(&jobs, created).into_iter().zip(replies) {
                     // A caller that went away finds out nothing; its message is delivered.
                     let _ = reply.send(result);
                 }
@@ -101,7 +153,8 @@ async fn run_batches() {
 }
 
 /// The blocking part: writes every job into `new/` durably. One result per job, in order.
-fn write_batch(jobs: &[Job]) -> Vec<Result<(), MaildirError>> {
+/// `created` is this batch's turn to create files; it is passed on once they are written.
+fn write_batch(jobs: &[Job], created: TurnGuard<'_>) -> Vec<Result<(), MaildirError>> {
     let mut results: Vec<Result<(), MaildirError>> = Vec::with_capacity(jobs.len());
     let mut files = Vec::with_capacity(jobs.len());
     for job in jobs {
@@ -116,6 +169,8 @@ fn write_batch(jobs: &[Job]) -> Vec<Result<(), MaildirError>> {
             }
         }
     }
+
+    drop(created);
 
     sync_all_data(jobs, files, &mut results);
 
@@ -281,7 +336,8 @@ mod tests {
             job(&bad, "2", b"two\n"),
             job(&good, "3", b"three\n"),
         ];
-        let results = write_batch(&jobs);
+        let turns = CreateTurns::default();
+        let results = write_batch(&jobs, turns.wait(0));
         assert!(results[0].is_ok() && results[2].is_ok(), "{results:?}");
         let err = results[1].as_ref().expect_err("bad mailbox");
         assert!(!err.is_temporary(), "{err}");
