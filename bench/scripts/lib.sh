@@ -9,6 +9,18 @@ LOAD="$REPO_ROOT/target/release/ringmail-load"
 RINGMAIL_PREBUILT=${RINGMAIL:+1}
 RINGMAIL=${RINGMAIL:-$REPO_ROOT/target/release/ringmail}
 
+# Every measured run holds this lock, so two engineers' measurements on one host never overlap.
+# Builds and setup do not take it. Do not wrap a script that takes it in flock yourself: the
+# inner flock would wait for the outer one forever.
+BENCH_LOCK=${BENCH_LOCK:-/tmp/ringmail-bench.lock}
+
+# Takes the benchmark lock (waits for it); bench_unlock gives it back.
+bench_lock() {
+    exec {BENCH_LOCK_FD}>>"$BENCH_LOCK"
+    flock "$BENCH_LOCK_FD"
+}
+bench_unlock() { exec {BENCH_LOCK_FD}>&-; }
+
 # PIDs this script started; cleanup kills exactly these.
 STARTED_PIDS=()
 
@@ -99,7 +111,11 @@ median() {
 host_info() {
     echo "- host: \`$(uname -srm)\`, $(nproc) CPUs ($(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1)), $(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo) RAM"
     echo "- filesystem of the work dir: \`$(df -T "${WORK:-/tmp}" | awk 'NR==2 {print $2 " on " $1}')\`, mount options \`$(findmnt -no OPTIONS -T "${WORK:-/tmp}" 2>/dev/null || echo unknown)\`"
-    echo "- ringmail commit: \`$(git -C "$REPO_ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)\`$(git -C "$REPO_ROOT" diff --quiet 2>/dev/null || echo ' (with uncommitted changes)')"
+    if [ -n "$RINGMAIL_PREBUILT" ]; then
+        echo "- ringmail binary: \`$RINGMAIL\` (prebuilt, not this checkout's commit)"
+    else
+        echo "- ringmail commit: \`$(git -C "$REPO_ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)\`$(git -C "$REPO_ROOT" diff --quiet 2>/dev/null || echo ' (with uncommitted changes)')"
+    fi
     echo "- load average before the run: $(cut -d' ' -f1-3 /proc/loadavg)"
 }
 
@@ -119,12 +135,14 @@ results_file() {
 # write_ringmail_config FILE DATA_DIR MAIL_ROOT SMTP_PORT POP3_PORT
 # Loopback only; any user at example.test is accepted and delivered to
 # MAIL_ROOT/example.test/<user>/Maildir; POP3 takes plaintext passwords (a test rig).
+# RINGMAIL_LOG_LEVEL (warn) sets the log level: at info ringmail logs ~3 lines per message.
 write_ringmail_config() {
     local conf=$1 data_dir=$2 mail_root=$3 smtp_port=$4 pop3_port=$5
     cat >"$conf" <<CONF
 [server]
 hostname = "bench.test"
 data_dir = "$data_dir"
+log_level = "${RINGMAIL_LOG_LEVEL:-warn}"
 
 [local]
 domains = ["example.test"]

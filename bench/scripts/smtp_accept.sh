@@ -8,8 +8,15 @@
 # starts with the previous run's backlog. The last run adds --wait-delivered. Writes
 # bench/results/smtp-accept-<date>.md.
 #
+# Each measured run (and the drain after it) holds the shared benchmark lock
+# (/tmp/ringmail-bench.lock, see lib.sh); do not wrap this script in flock yourself.
+# The work directory is kept afterwards: deleting tens of thousands of files slows this kind of
+# disk for minutes (discard), which would skew the next benchmark on the host. Remove it when
+# nobody is measuring, or set KEEP_WORK=0.
+#
 # Usage: bench/scripts/smtp_accept.sh [--sink-only] [--runs PAIRS]
-# Environment: SESSIONS (20) SIZE (1024) PER_CONNECTION (100) TOTAL (20000) KEEP_WORK=1
+# Environment: SESSIONS (20) SIZE (1024) PER_CONNECTION (100) TOTAL (20000) KEEP_WORK (1)
+#              RINGMAIL_LOG_LEVEL (warn)
 #              RINGMAIL=/path/to/ringmail (use that binary instead of building one)
 # Installing postfix (for smtp-sink) needs root; the system Postfix is never started.
 set -euo pipefail
@@ -36,7 +43,7 @@ WORK=$(mktemp -d /tmp/ringmail-smtp-bench.XXXXXX)
 MAIL=$WORK/ringmail-data/mail
 cleanup() {
     stop_all_started
-    if [ "${KEEP_WORK:-0}" = 1 ]; then log "kept $WORK"; else rm -rf "$WORK"; fi
+    if [ "${KEEP_WORK:-1}" = 1 ]; then log "kept $WORK (remove it when nobody is measuring)"; else rm -rf "$WORK"; fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -107,6 +114,12 @@ drain() {
 declare -a ORDER=() LINES=() COMMANDS=()
 EXPECTED=0
 measure() {
+    bench_lock
+    measure_unlocked "$@"
+    bench_unlock
+}
+
+measure_unlocked() {
     local name=$1 port=$2 extra=${3:-} out cmd smtp_line accepted
     cmd="$(load_command "$port")$extra"
     log "run $(( ${#ORDER[@]} + 1 )): $name"
@@ -148,7 +161,7 @@ declare -a SINK_RATES=() RINGMAIL_RATES=()
         echo "- smtp-sink from Debian postfix $(dpkg-query -W -f '${Version}' postfix 2>/dev/null || echo '?'): accepts and discards, no disk (the ceiling for any server on this host)"
     fi
     if [ "$WITH_RINGMAIL" = 1 ]; then
-        echo "- ringmail: fresh data dir, 250 only after the queue's fdatasync; recipients u1..u$SPREAD@example.test delivered to Maildirs"
+        echo "- ringmail: fresh data dir, log level ${RINGMAIL_LOG_LEVEL:-warn}, 250 only after the queue's fdatasync; recipients u1..u$SPREAD@example.test delivered to Maildirs"
         echo "- after each ringmail run the script waits until all its mail is delivered, so every run starts with an empty queue"
     else
         echo "- ringmail not measured (--sink-only)"

@@ -5,19 +5,19 @@
 //! We add what the spec leaves to the filesystem: `fdatasync` the file before the rename and sync
 //! `new/` after it, so once [`deliver`] returns `Ok` a crash cannot lose the message.
 //!
-//! Every disk step is an io_uring or glommio blocking-pool call; nothing here blocks the shard.
+//! The disk steps run on the shard's delivery threads, batched with the other deliveries waiting
+//! (`maildir_batch`); nothing here blocks the shard.
 
 use std::fmt;
 use std::fs::{self, DirBuilder};
 use std::hash::BuildHasher;
 use std::io;
-use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use glommio::GlommioError;
-use glommio::io::{BufferedFile, Directory, OpenOptions};
+use super::maildir_batch as batch;
 
 /// Why a Maildir write failed. [`MaildirError::is_temporary`] says whether to retry.
 #[derive(Debug)]
@@ -61,7 +61,7 @@ impl MaildirError {
         }
     }
 
-    fn io(step: &'static str, path: &Path, source: io::Error) -> Self {
+    pub(crate) fn io(step: &'static str, path: &Path, source: io::Error) -> Self {
         MaildirError::Io {
             step,
             path: path.to_path_buf(),
@@ -108,46 +108,33 @@ pub async fn deliver(
     let tmp = maildir.join("tmp").join(&name);
     let new = maildir.join("new").join(&name);
 
-    // Fast path: the Maildir exists. Only a missing directory (ENOENT) sends us to create it,
-    // which costs a trip to the blocking pool.
-    let file = match create_tmp(&tmp).await {
-        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
-            create_maildir(maildir).await?;
-            create_tmp(&tmp).await
-        }
-        other => other,
-    }
-    .map_err(|e| MaildirError::io("create", &tmp, e))?;
-
-    if let Err(e) = write_and_sync(file, &tmp, prefix, message, contents).await {
-        discard(&tmp).await;
-        return Err(e);
-    }
-
-    let renamed = match glommio::io::rename(&tmp, &new).await.map_err(os_error) {
-        // `new/` may be missing while `tmp/` exists (a half-made Maildir): make the rest.
-        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => match create_maildir(maildir).await {
-            Ok(()) => glommio::io::rename(&tmp, &new).await.map_err(os_error),
-            Err(made) => {
-                discard(&tmp).await;
-                return Err(made);
-            }
-        },
-        other => other,
+    // The file's steps and the directory sync run on a delivery thread, batched with the other
+    // deliveries that arrive meanwhile (see `batch`): on ext4 each step would otherwise be
+    // punted to an io_uring worker on its own, and a batch shares its journal commits.
+    let job = batch::Job {
+        maildir: maildir.to_path_buf(),
+        tmp,
+        new: new.clone(),
+        contents,
     };
-    if let Err(e) = renamed {
-        discard(&tmp).await;
-        return Err(MaildirError::io("rename into new/", &tmp, e));
-    }
-
-    // The rename is only durable once the directory is synced. If that fails we cannot say the
-    // message is safe, so take it back out and report a temporary failure: a retry delivers it
-    // once, where keeping it would risk a duplicate.
-    if let Err(e) = sync_dir(&maildir.join("new")).await {
-        discard(&new).await;
-        return Err(e);
-    }
+    batch::write(job).await?;
     Ok(new)
+}
+
+/// Opens a new file in `tmp/` for writing (mode 0600; it must not exist yet).
+pub(crate) fn create_tmp(tmp: &Path) -> io::Result<fs::File> {
+    fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(tmp)
+}
+
+/// Best-effort removal on a delivery thread, on the way out with an error already in hand.
+pub(crate) fn discard_now(path: &Path) {
+    if let Err(e) = fs::remove_file(path) {
+        log::warn!("maildir: cannot remove {}: {e}", path.display());
+    }
 }
 
 /// The exact bytes of the delivered file: `prefix`, then `message` with each CRLF made LF.
@@ -197,94 +184,22 @@ fn escape_hostname(hostname: &str) -> String {
     hostname.replace('/', "\\057").replace(':', "\\072")
 }
 
-async fn create_tmp(tmp: &Path) -> io::Result<BufferedFile> {
-    OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .buffered_open(tmp)
-        .await
-        .map_err(os_error)
-}
-
-async fn write_and_sync(
-    file: BufferedFile,
-    tmp: &Path,
-    prefix: &[u8],
-    message: &[u8],
-    contents: Vec<u8>,
-) -> Result<(), MaildirError> {
-    let result = write_all(&file, prefix, message, contents).await;
-    let result = match result {
-        Ok(()) => file.fdatasync().await.map_err(|e| ("fdatasync", e)),
-        Err(e) => Err(("write", e)),
-    };
-    let closed = file.close().await;
-    result
-        .and(closed.map_err(|e| ("close", e)))
-        .map_err(|(step, e)| MaildirError::io(step, tmp, os_error(e)))
-}
-
-/// `write_at` takes its buffer by value and may write less than all of it; a short write is rare
-/// (a full disk), so rather than copy every message up front we rebuild the rest on that path.
-async fn write_all(
-    file: &BufferedFile,
-    prefix: &[u8],
-    message: &[u8],
-    contents: Vec<u8>,
-) -> glommio::Result<(), ()> {
-    let total = contents.len();
-    let mut written = file.write_at(contents, 0).await?;
-    while written < total {
-        let rest = file_contents(prefix, message).split_off(written);
-        let n = file.write_at(rest, written as u64).await?;
-        if n == 0 {
-            return Err(io::Error::from(io::ErrorKind::WriteZero).into());
-        }
-        written += n;
+/// Creates `maildir/{tmp,new,cur}` and any missing parents (mode 0700), then syncs the parent
+/// of each directory it made so the new entries survive a crash. Blocking: runs on a delivery
+/// thread.
+pub(crate) fn create_maildir(maildir: &Path) -> Result<(), MaildirError> {
+    let mut made = Vec::new();
+    for sub in ["", "tmp", "new", "cur"] {
+        mkdir_parents(&maildir.join(sub), &mut made)?;
+    }
+    let mut parents: Vec<&Path> = made.iter().filter_map(|d| d.parent()).collect();
+    parents.dedup();
+    for parent in parents {
+        fs::File::open(parent)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| MaildirError::io("sync directory", parent, e))?;
     }
     Ok(())
-}
-
-async fn sync_dir(dir: &Path) -> Result<(), MaildirError> {
-    let handle = Directory::open(dir)
-        .await
-        .map_err(|e| MaildirError::io("open directory", dir, os_error(e)))?;
-    let synced = handle.sync().await;
-    let closed = handle.close().await;
-    synced
-        .and(closed)
-        .map_err(|e| MaildirError::io("sync directory", dir, os_error(e)))
-}
-
-/// Best-effort removal of a file we wrote, on the way out with an error already in hand.
-async fn discard(path: &Path) {
-    if let Err(e) = glommio::io::remove(path).await {
-        log::warn!("maildir: cannot remove {}: {}", path.display(), os_error(e));
-    }
-}
-
-/// Creates `maildir/{tmp,new,cur}` and any missing parents (mode 0700), then syncs the parent
-/// of each directory it made so the new entries survive a crash. Runs in glommio's blocking pool:
-/// mkdir and directory fsync have no io_uring form that glommio exposes with a mode.
-async fn create_maildir(maildir: &Path) -> Result<(), MaildirError> {
-    let maildir = maildir.to_path_buf();
-    glommio::executor()
-        .spawn_blocking(move || {
-            let mut made = Vec::new();
-            for sub in ["", "tmp", "new", "cur"] {
-                mkdir_parents(&maildir.join(sub), &mut made)?;
-            }
-            let mut parents: Vec<&Path> = made.iter().filter_map(|d| d.parent()).collect();
-            parents.dedup();
-            for parent in parents {
-                fs::File::open(parent)
-                    .and_then(|d| d.sync_all())
-                    .map_err(|e| MaildirError::io("sync directory", parent, e))?;
-            }
-            Ok(())
-        })
-        .await
 }
 
 /// `mkdir -p` that records what it made and tells "exists as a file" apart from other errors.
@@ -317,15 +232,6 @@ fn mkdir_parents(dir: &Path, made: &mut Vec<PathBuf>) -> Result<(), MaildirError
     }
     made.push(dir.to_path_buf());
     Ok(())
-}
-
-/// glommio wraps OS errors with context; converting through `io::Error::from` would drop the
-/// errno that [`MaildirError::is_temporary`] needs, so take the source out directly.
-fn os_error(e: GlommioError<()>) -> io::Error {
-    match e {
-        GlommioError::IoError(source) | GlommioError::EnhancedIoError { source, .. } => source,
-        other => io::Error::other(other.to_string()),
-    }
 }
 
 #[cfg(test)]

@@ -162,14 +162,30 @@ impl Batcher {
             }
             write_all(&p.file, &p.path, p.pos, p.bytes).await?;
         }
-        for (file, path) in files {
-            self.fdatasyncs.set(self.fdatasyncs.get() + 1);
-            file.fdatasync().await.map_err(|e| QueueError::SyncFailed {
-                path: path.to_path_buf(),
-                message: e.to_string(),
-            })?;
+        // The files (a segment's log and state, under load) are synced side by side: the batch
+        // then waits for one disk flush instead of one per file in turn. Every sync is awaited
+        // before the batch is reported, whichever fails.
+        self.fdatasyncs
+            .set(self.fdatasyncs.get() + files.len() as u64);
+        let syncs: Vec<_> = files
+            .into_iter()
+            .map(|(file, path)| {
+                glommio::spawn_local(async move {
+                    file.fdatasync().await.map_err(|e| QueueError::SyncFailed {
+                        path: path.to_path_buf(),
+                        message: e.to_string(),
+                    })
+                })
+            })
+            .collect();
+        let mut result = Ok(());
+        for sync in syncs {
+            let synced = sync.await;
+            if result.is_ok() {
+                result = synced;
+            }
         }
-        Ok(())
+        result
     }
 }
 
