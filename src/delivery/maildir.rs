@@ -158,7 +158,8 @@ pub fn file_contents(prefix: &[u8], message: &[u8]) -> Vec<u8> {
 static DELIVERIES: AtomicU64 = AtomicU64::new(0);
 
 /// A file name unique across shard threads (the counter) and across restarts and hosts (time,
-/// pid, random and hostname): `<secs>.M<usec>P<pid>Q<n>R<random>.<host>,S=<size>`.
+/// pid, random and hostname): `<secs>.M<usec>P<pid>Q<n>R<random>.<host>,S=<size>`. The
+/// microseconds are zero-padded to six digits so that names sort in delivery order.
 fn unique_name(hostname: &str, size: usize) -> String {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -167,7 +168,7 @@ fn unique_name(hostname: &str, size: usize) -> String {
     // std seeds RandomState's keys from the OS, so this differs between runs of the process.
     let random = std::collections::hash_map::RandomState::new().hash_one((count, now.as_nanos()));
     format!(
-        "{}.M{}P{}Q{}R{:08x}.{},S={}",
+        "{}.M{:06}P{}Q{}R{:08x}.{},S={}",
         now.as_secs(),
         now.subsec_micros(),
         std::process::id(),

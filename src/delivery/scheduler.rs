@@ -273,17 +273,7 @@ impl Scheduler {
         outcome: Outcome,
         states: &mut [RecipientState],
     ) {
-        states[index] = match outcome {
-            Outcome::Delivered => RecipientState::Delivered,
-            Outcome::Failed => RecipientState::Failed,
-            Outcome::Deferred {
-                attempts,
-                next_attempt,
-            } => RecipientState::Pending {
-                attempts,
-                next_attempt,
-            },
-        };
+        states[index] = RecipientState::from(outcome);
         if let Err(e) = self.queue.record(id, index, outcome).await {
             error!("msg {id}: cannot record the outcome for recipient {index}: {e}");
         }

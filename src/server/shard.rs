@@ -95,37 +95,20 @@ async fn start(
 
     let mut accept_loops = Vec::new();
     for addr in &setup.listen.smtp {
-        let listener = bind(*addr)?;
         let smtp = Rc::clone(&smtp);
-        let shutdown = shutdown.clone();
-        accept_loops.push(
-            glommio::spawn_local(async move {
-                accept_loop(listener, shutdown, move |stream| {
-                    glommio::spawn_local(crate::smtp::connection::serve(stream, Rc::clone(&smtp)))
-                        .detach();
-                })
-                .await
-            })
-            .detach(),
-        );
+        accept_loops.push(listen(*addr, &shutdown, move |stream| {
+            glommio::spawn_local(crate::smtp::connection::serve(stream, Rc::clone(&smtp))).detach();
+        })?);
     }
     let pop3 = Rc::new(pop3_shard(setup));
     for (addrs, implicit_tls) in [(&setup.listen.pop3, false), (&setup.listen.pop3s, true)] {
         for addr in addrs {
-            let listener = bind(*addr)?;
             let pop3 = Rc::clone(&pop3);
-            let shutdown = shutdown.clone();
-            accept_loops.push(
-                glommio::spawn_local(async move {
-                    accept_loop(listener, shutdown, move |stream| {
-                        let session =
-                            crate::pop3::connection::serve(stream, Rc::clone(&pop3), implicit_tls);
-                        glommio::spawn_local(session).detach();
-                    })
-                    .await
-                })
-                .detach(),
-            );
+            accept_loops.push(listen(*addr, &shutdown, move |stream| {
+                let session =
+                    crate::pop3::connection::serve(stream, Rc::clone(&pop3), implicit_tls);
+                glommio::spawn_local(session).detach();
+            })?);
         }
     }
     Ok(Running {
@@ -182,8 +165,17 @@ impl Running {
     }
 }
 
-fn bind(addr: SocketAddr) -> Result<glommio::net::TcpListener, String> {
-    shards::bind_listener(addr, 1024).map_err(|e| format!("cannot listen on {addr}: {e}"))
+/// Binds `addr` on this shard and starts its accept loop, which hands every connection to
+/// `spawn` until shutdown.
+fn listen(
+    addr: SocketAddr,
+    shutdown: &shards::ShutdownSignal,
+    spawn: impl Fn(glommio::net::TcpStream) + 'static,
+) -> Result<glommio::task::JoinHandle<()>, String> {
+    let listener =
+        shards::bind_listener(addr, 1024).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    let shutdown = shutdown.clone();
+    Ok(glommio::spawn_local(accept_loop(listener, shutdown, spawn)).detach())
 }
 
 /// Accepts connections until shutdown, handing each to `spawn`.
