@@ -149,3 +149,65 @@ fn all_messages_arrive_without_a_crash() {
         "duplicates without a crash"
     );
 }
+
+#[test]
+fn sigterm_under_load_loses_nothing_and_duplicates_nothing() {
+    let dir = test_dir("termload");
+    let mut server = Server::start(&dir, &base_config(&dir, "", ""));
+    let recipient = "term@example.test";
+    let mut blaster = Command::new("python3")
+        .arg(client_script("smtp_blast.py"))
+        .args([
+            "127.0.0.1",
+            &server.smtp.port().to_string(),
+            "5000",
+            "8",
+            recipient,
+            "120",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("python3");
+    let mut lines = BufReader::new(blaster.stdout.take().unwrap()).lines();
+    let mut acknowledged = HashSet::new();
+    while acknowledged.len() < 300 {
+        match lines.next() {
+            Some(Ok(line)) => {
+                if let Some(token) = line.strip_prefix("OK ") {
+                    acknowledged.insert(token.to_string());
+                }
+            }
+            _ => break,
+        }
+    }
+    common::send_signal(server.pid(), "TERM");
+    for line in lines.map_while(Result::ok) {
+        if let Some(token) = line.strip_prefix("OK ") {
+            acknowledged.insert(token.to_string());
+        }
+    }
+    let _ = blaster.wait();
+    assert!(server.wait_exit().success(), "{}", server.log());
+
+    // Whatever was not delivered before the stop is delivered after the restart, once.
+    let server = Server::start_with(&dir, &dir.join("ringmail.toml"));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let delivered = loop {
+        let delivered = delivered_tokens(&server, recipient);
+        if acknowledged.iter().all(|t| delivered.contains_key(t)) || Instant::now() > deadline {
+            break delivered;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let lost = acknowledged
+        .iter()
+        .filter(|t| !delivered.contains_key(*t))
+        .count();
+    assert_eq!(lost, 0, "acknowledged messages lost after a graceful stop");
+    let duplicated: Vec<_> = delivered.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(
+        duplicated.is_empty(),
+        "graceful stop duplicated {duplicated:?}"
+    );
+}
