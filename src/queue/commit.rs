@@ -6,6 +6,11 @@
 //! everyone. Batches are written strictly one after another and each batch's bytes for a
 //! file are contiguous and follow the previous batch's, so a file never has a hole before
 //! a durable record (recovery's "valid prefix" would otherwise drop acknowledged records).
+//!
+//! A failed batch poisons every file it touched: its bytes there may be missing (a write that
+//! failed, or one never issued after an earlier file's failure), and Linux reports a writeback
+//! error to one `fdatasync` only, so a later batch's sync could succeed over the hole. Every
+//! later batch that touches a poisoned file fails without writing.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -26,7 +31,7 @@ struct Pending {
     bytes: Vec<u8>,
 }
 
-/// How many failed batches' errors are remembered for late waiters.
+/// How many failed batches' errors are remembered for late waiters (and poisoned files kept).
 const FAILURES_KEPT: usize = 64;
 
 /// The batcher of one shard's queue.
@@ -38,6 +43,8 @@ pub(crate) struct Batcher {
     syncing: Cell<bool>,
     pending: RefCell<Vec<Pending>>,
     failures: RefCell<VecDeque<(u64, QueueError)>>,
+    /// Files a failed batch touched, with its error (see the module doc).
+    poisoned: RefCell<VecDeque<(Rc<BufferedFile>, QueueError)>>,
     waiters: RefCell<Vec<Waker>>,
     /// Bumped at every wake-up, so a waiter knows whether anything happened.
     wakeups: Cell<u64>,
@@ -53,6 +60,7 @@ impl Batcher {
             syncing: Cell::new(false),
             pending: RefCell::new(Vec::new()),
             failures: RefCell::new(VecDeque::new()),
+            poisoned: RefCell::new(VecDeque::new()),
             waiters: RefCell::new(Vec::new()),
             wakeups: Cell::new(0),
             fdatasyncs: Cell::new(0),
@@ -137,8 +145,32 @@ impl Batcher {
         let batch = self.open.get();
         self.open.set(batch + 1);
         let pending = std::mem::take(&mut *self.pending.borrow_mut());
-        let result = self.flush(pending).await;
+        let mut files: Vec<Rc<BufferedFile>> = Vec::new();
+        for p in &pending {
+            if !files.iter().any(|f| Rc::ptr_eq(f, &p.file)) {
+                files.push(p.file.clone());
+            }
+        }
+        let poisoned = self
+            .poisoned
+            .borrow()
+            .iter()
+            .find(|(f, _)| files.iter().any(|g| Rc::ptr_eq(f, g)))
+            .map(|(_, e)| e.clone());
+        let result = match poisoned {
+            Some(e) => Err(e),
+            None => self.flush(pending).await,
+        };
         if let Err(e) = result {
+            let mut poisoned = self.poisoned.borrow_mut();
+            for f in files {
+                if !poisoned.iter().any(|(p, _)| Rc::ptr_eq(p, &f)) {
+                    if poisoned.len() == FAILURES_KEPT {
+                        poisoned.pop_front();
+                    }
+                    poisoned.push_back((f, e.clone()));
+                }
+            }
             let mut failures = self.failures.borrow_mut();
             if failures.len() == FAILURES_KEPT {
                 failures.pop_front();

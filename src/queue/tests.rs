@@ -592,3 +592,55 @@ fn torn_state_tail_loses_only_the_torn_state() {
         assert_eq!(q.stats().messages_pending, 0);
     });
 }
+
+/// A failed batch can leave a hole in any file it touched (here the second file's bytes are
+/// never written after the first file's write fails): a later batch's bytes for that file
+/// must not be written or acknowledged, even when its own write and sync would succeed.
+#[test]
+fn a_failed_batch_fails_every_later_batch_on_its_files() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().to_path_buf();
+    run(move || async move {
+        let bad_path = dir.join("read-only");
+        fs::write(&bad_path, b"x").expect("write");
+        let open_rw = |path: PathBuf| async move {
+            glommio::io::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .buffered_open(&path)
+                .await
+                .expect("open")
+        };
+        // Opened read-only, so every write to it fails.
+        let bad = Rc::new(
+            glommio::io::BufferedFile::open(&bad_path)
+                .await
+                .expect("open"),
+        );
+        let good = Rc::new(open_rw(dir.join("good")).await);
+        let other = Rc::new(open_rw(dir.join("other")).await);
+        let (bad_path, good_path, other_path) = (
+            Rc::new(bad_path),
+            Rc::new(dir.join("good")),
+            Rc::new(dir.join("other")),
+        );
+        let batcher = commit::Batcher::new();
+        let first = batcher.enqueue(&bad, &bad_path, 0, vec![1; 10]);
+        batcher.enqueue(&good, &good_path, 0, vec![2; 10]);
+        assert!(batcher.wait(first).await.is_err());
+        let second = batcher.enqueue(&good, &good_path, 10, vec![3; 10]);
+        assert!(second > first);
+        assert!(
+            batcher.wait(second).await.is_err(),
+            "a batch after a hole was acknowledged"
+        );
+        assert_eq!(fs::metadata(&*good_path).expect("stat").len(), 0);
+        let third = batcher.enqueue(&other, &other_path, 0, vec![4; 10]);
+        batcher
+            .wait(third)
+            .await
+            .expect("an untouched file still commits");
+        assert_eq!(fs::metadata(&*other_path).expect("stat").len(), 10);
+    });
+}
