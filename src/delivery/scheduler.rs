@@ -37,6 +37,26 @@ pub struct Scheduler {
     settings: SchedulerSettings,
     slots: Semaphore,
     stopping: Cell<bool>,
+    /// Delivery attempts under way (from the first write to the last outcome recorded). A
+    /// graceful stop waits for them, so a delivery that reached a Maildir is also recorded and
+    /// is not repeated after the restart.
+    attempts_in_flight: Cell<usize>,
+}
+
+/// Counts one attempt as in flight for as long as it lives.
+struct InFlight<'a>(&'a Cell<usize>);
+
+impl<'a> InFlight<'a> {
+    fn enter(count: &'a Cell<usize>) -> InFlight<'a> {
+        count.set(count.get() + 1);
+        InFlight(count)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.set(self.0.get() - 1);
+    }
 }
 
 /// How long to wait before retrying after the queue itself failed to read or record.
@@ -50,6 +70,7 @@ impl Scheduler {
             settings,
             slots,
             stopping: Cell::new(false),
+            attempts_in_flight: Cell::new(0),
         })
     }
 
@@ -81,9 +102,15 @@ impl Scheduler {
         }
     }
 
-    /// No new delivery attempts start after this.
+    /// No new delivery attempts start after this; those under way finish (see
+    /// [`Scheduler::attempts_in_flight`]).
     pub fn stop(&self) {
         self.stopping.set(true);
+    }
+
+    /// Delivery attempts still under way; after [`Scheduler::stop`] this only goes down.
+    pub fn attempts_in_flight(&self) -> usize {
+        self.attempts_in_flight.get()
     }
 
     async fn run_message(
@@ -131,6 +158,7 @@ impl Scheduler {
                 },
             };
             body = Some(Rc::clone(&message));
+            let _in_flight = InFlight::enter(&self.attempts_in_flight);
             self.attempt(id, &envelope, &message, &due, &mut states)
                 .await;
         }

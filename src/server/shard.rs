@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::sync::mpsc::Sender;
 use std::time::{Duration, Instant};
 
-/// How long shutdown waits for open sessions to take their 421 and go.
+/// How long shutdown waits for open sessions to take their 421 and deliveries to land.
 const SESSION_DRAIN: Duration = Duration::from_secs(10);
 
 /// The shard's entry point, called by the shards runtime on the shard's own thread. Reports on
@@ -149,14 +149,19 @@ impl Running {
             handle.cancel();
         }
         self.scheduler.stop();
+        // Sessions get their 421 (or finish a commit first); deliveries under way land and are
+        // recorded, so nothing is delivered twice after the restart.
         let started = Instant::now();
-        while self.smtp.open_sessions() > 0 && started.elapsed() < SESSION_DRAIN {
+        let busy = || self.smtp.open_sessions() + self.scheduler.attempts_in_flight();
+        while busy() > 0 && started.elapsed() < SESSION_DRAIN {
             glommio::timer::sleep(Duration::from_millis(20)).await;
         }
-        if self.smtp.open_sessions() > 0 {
+        if busy() > 0 {
             warn!(
-                "{} SMTP sessions still open at shutdown; closing them",
-                self.smtp.open_sessions()
+                "stopping with {} SMTP sessions and {} deliveries still under way; \
+                 unrecorded deliveries are repeated after the restart",
+                self.smtp.open_sessions(),
+                self.scheduler.attempts_in_flight()
             );
         }
         if let Err(e) = self.queue.close().await {

@@ -21,12 +21,39 @@ pub struct Server {
     pub pop3s: Option<SocketAddr>,
 }
 
-/// A fresh temporary directory for one test (kept if the test fails, for its logs).
-pub fn test_dir(name: &str) -> PathBuf {
+/// A fresh temporary directory for one test: removed when the test passes, kept (with the
+/// server's log) when it fails. Dereferences to its path.
+pub struct TestDir(PathBuf);
+
+impl std::ops::Deref for TestDir {
+    type Target = Path;
+
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<Path> for TestDir {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TestDir {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("test files kept in {}", self.0.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+pub fn test_dir(name: &str) -> TestDir {
     let dir = std::env::temp_dir().join(format!("ringmail-test-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    dir
+    TestDir(dir)
 }
 
 /// The config every test starts from; `extra` is appended (it may add keys to `[smtp]` etc. only
