@@ -9,7 +9,8 @@ use std::time::Duration;
 
 fn server(name: &str, smtp_extra: &str) -> Server {
     let dir = test_dir(name);
-    Server::start(&dir, &base_config(&dir, smtp_extra, ""))
+    let config = base_config(&dir, smtp_extra, "");
+    Server::start_owning(dir, &config)
 }
 
 /// The server still takes a message after whatever the test did.

@@ -19,6 +19,9 @@ pub struct Server {
     pub smtp: SocketAddr,
     pub pop3: Option<SocketAddr>,
     pub pop3s: Option<SocketAddr>,
+    /// A test directory this server owns (see [`Server::start_owning`]); removed after the
+    /// server is stopped, since fields drop after `Drop::drop`.
+    owned_dir: Option<TestDir>,
 }
 
 /// A fresh temporary directory for one test: removed when the test passes, kept (with the
@@ -76,6 +79,14 @@ impl Server {
         Server::start_with(dir, &config_path)
     }
 
+    /// Like [`Server::start`], for helpers that return only the server: it keeps `dir` alive
+    /// (and removes it after stopping) instead of the caller.
+    pub fn start_owning(dir: TestDir, config: &str) -> Server {
+        let mut server = Server::start(&dir, config);
+        server.owned_dir = Some(dir);
+        server
+    }
+
     /// Starts ringmail again on the same directory and config file (after a stop or a crash).
     pub fn start_with(dir: &Path, config_path: &Path) -> Server {
         let log = std::fs::OpenOptions::new()
@@ -131,6 +142,7 @@ impl Server {
             smtp: smtp.expect("smtp address announced"),
             pop3,
             pop3s,
+            owned_dir: None,
         }
     }
 
