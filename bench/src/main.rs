@@ -15,6 +15,8 @@ mod smtp_client;
 mod smtp_load;
 mod stats;
 mod template;
+#[cfg(test)]
+mod test_server;
 
 use std::process::ExitCode;
 use std::time::{Instant, SystemTime};

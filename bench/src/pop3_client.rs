@@ -147,4 +147,35 @@ mod tests {
             Err(ClientError::Closed)
         ));
     }
+
+    use crate::test_server::{line, send, serve_once};
+
+    #[test]
+    fn logs_in_stats_retrieves_and_quits_over_a_socket() {
+        let (addr, server) = serve_once(|r, w| {
+            send(w, "+OK POP3 ready\r\n");
+            for (expect, reply) in [
+                ("USER u1@example.test\r\n", "+OK\r\n"),
+                ("PASS secret\r\n", "+OK logged in\r\n"),
+                ("STAT\r\n", "+OK 2 30\r\n"),
+                (
+                    "RETR 1\r\n",
+                    "+OK 14 octets\r\nSubject: a\r\n\r\n..x\r\n.\r\n",
+                ),
+                ("RETR 2\r\n", "-ERR no such message\r\n"),
+                ("QUIT\r\n", "+OK bye\r\n"),
+            ] {
+                assert_eq!(line(r), expect);
+                send(w, reply);
+            }
+            assert_eq!(line(r), "", "no DELE, nothing after QUIT");
+        });
+        let mut conn = Pop3Connection::connect(addr, Duration::from_secs(5)).unwrap();
+        conn.login("u1@example.test", "secret").unwrap();
+        assert_eq!(conn.stat().unwrap(), (2, 30));
+        assert_eq!(conn.retr(1).unwrap(), 19);
+        assert!(matches!(conn.retr(2), Err(ClientError::Rejected(_))));
+        conn.quit().unwrap();
+        server.join().unwrap();
+    }
 }

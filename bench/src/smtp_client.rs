@@ -289,4 +289,95 @@ mod tests {
         );
         assert_eq!(transaction_commands("", &[]), b"MAIL FROM:<>\r\nDATA\r\n");
     }
+
+    use crate::test_server::{line, send, serve_once, until};
+
+    #[test]
+    fn sends_pipelined_transactions_over_a_socket() {
+        let (addr, server) = serve_once(|r, w| {
+            send(w, "220 test ESMTP\r\n");
+            assert_eq!(line(r), "EHLO client.test\r\n");
+            send(w, "250-test\r\n250-PIPELINING\r\n250 SIZE 1000000\r\n");
+            // First message: accepted.
+            let commands = until(r, "DATA\r\n");
+            assert_eq!(
+                commands,
+                "MAIL FROM:<s@x.test>\r\nRCPT TO:<a@y.test>\r\nDATA\r\n"
+            );
+            send(w, "250 ok\r\n250 ok\r\n354 go\r\n");
+            assert_eq!(until(r, ".\r\n"), "..dot\r\nbody\r\n.\r\n");
+            send(w, "250 2.0.0 queued\r\n");
+            // Second message: its only recipient is refused, so DATA is too (RFC 2920 §3.1).
+            until(r, "DATA\r\n");
+            send(
+                w,
+                "250 ok\r\n550 5.1.1 no such user\r\n554 5.5.1 no valid recipients\r\n",
+            );
+            // Third message: refused after the data.
+            until(r, "DATA\r\n");
+            send(w, "250 ok\r\n250 ok\r\n354 go\r\n");
+            until(r, ".\r\n");
+            send(w, "452 4.3.1 queue full\r\n");
+            assert_eq!(line(r), "QUIT\r\n");
+            send(w, "221 bye\r\n");
+        });
+        let mut conn =
+            SmtpConnection::connect(addr, "client.test", Duration::from_secs(5)).unwrap();
+        assert!(conn.pipelining());
+        let rcpt = vec!["a@y.test".to_string()];
+        let data = crate::message::for_data(b".dot\r\nbody\r\n");
+        assert_eq!(
+            conn.send("s@x.test", &rcpt, &data).unwrap(),
+            (Outcome::Accepted, 0)
+        );
+        assert_eq!(
+            conn.send("s@x.test", &rcpt, &data).unwrap(),
+            (Outcome::Rejected("554 5.5.1 no valid recipients".into()), 1)
+        );
+        assert_eq!(
+            conn.send("s@x.test", &rcpt, &data).unwrap(),
+            (Outcome::Rejected("452 4.3.1 queue full".into()), 0)
+        );
+        conn.quit();
+        server.join().unwrap();
+    }
+
+    #[test]
+    fn falls_back_to_one_command_at_a_time() {
+        let (addr, server) = serve_once(|r, w| {
+            send(w, "220 old\r\n");
+            assert_eq!(line(r), "EHLO c.test\r\n");
+            send(w, "502 what\r\n");
+            assert_eq!(line(r), "HELO c.test\r\n");
+            send(w, "250 hi\r\n");
+            for (expect, reply) in [
+                ("MAIL FROM:<s@x.test>\r\n", "250 ok\r\n"),
+                ("RCPT TO:<a@y.test>\r\n", "550 no\r\n"),
+                ("RCPT TO:<b@y.test>\r\n", "250 ok\r\n"),
+                ("DATA\r\n", "354 go\r\n"),
+            ] {
+                assert_eq!(line(r), expect);
+                send(w, reply);
+            }
+            until(r, ".\r\n");
+            send(w, "250 ok\r\n");
+        });
+        let mut conn = SmtpConnection::connect(addr, "c.test", Duration::from_secs(5)).unwrap();
+        assert!(!conn.pipelining());
+        let rcpts = vec!["a@y.test".to_string(), "b@y.test".to_string()];
+        let data = crate::message::for_data(b"x\r\n");
+        assert_eq!(
+            conn.send("s@x.test", &rcpts, &data).unwrap(),
+            (Outcome::Accepted, 1)
+        );
+        server.join().unwrap();
+    }
+
+    #[test]
+    fn refuses_a_server_that_does_not_greet() {
+        let (addr, server) = serve_once(|_, w| send(w, "554 go away\r\n"));
+        let err = SmtpConnection::connect(addr, "c.test", Duration::from_secs(5)).err();
+        assert!(matches!(err, Some(ClientError::Rejected(r)) if r == "554 go away"));
+        server.join().unwrap();
+    }
 }

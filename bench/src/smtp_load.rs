@@ -243,3 +243,95 @@ pub fn print(args: &SmtpArgs, run: &SmtpRun) {
         run.latency.machine()
     );
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::args::{Cli, Command};
+    use crate::test_server::accept_all_smtp;
+    use clap::Parser;
+    use std::net::TcpListener;
+
+    fn smtp_args(extra: &[&str]) -> SmtpArgs {
+        let mut argv = vec!["ringmail-load", "smtp"];
+        argv.extend_from_slice(extra);
+        match Cli::try_parse_from(argv).unwrap().command {
+            Command::Smtp(args) => args,
+            _ => panic!("not smtp"),
+        }
+    }
+
+    #[test]
+    fn sends_the_total_and_reconnects_per_connection() {
+        let (addr, counts) = accept_all_smtp();
+        let server = addr.to_string();
+        let args = smtp_args(&[
+            "--server",
+            &server,
+            "--sessions",
+            "3",
+            "--total",
+            "50",
+            "--per-connection",
+            "4",
+            "--size",
+            "300",
+            "--to",
+            "u{n}@example.test",
+            "--to-spread",
+            "5",
+        ]);
+        let run = run(&args);
+        assert_eq!(run.accepted, 50);
+        assert_eq!(run.errors, 0);
+        assert_eq!(run.bytes, 50 * 300);
+        assert_eq!(run.pipelining, Some(true));
+        assert!(run.latency.max >= run.latency.p50);
+        assert_eq!(counts.messages.load(Ordering::Relaxed), 50);
+        // 50 messages at 4 per connection need at least 13 connections.
+        assert!(counts.connections.load(Ordering::Relaxed) >= 13);
+    }
+
+    #[test]
+    fn stops_at_the_time_limit_when_the_server_never_answers() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let server = listener.local_addr().unwrap().to_string();
+        let args = smtp_args(&[
+            "--server",
+            &server,
+            "--sessions",
+            "2",
+            "--duration-limit",
+            "1s",
+        ]);
+        let started = Instant::now();
+        let run = run(&args);
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!(run.accepted, 0);
+        assert!(run.errors >= 2);
+        drop(listener);
+    }
+
+    #[test]
+    fn counts_refused_connections_as_errors_and_gives_up() {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let args = smtp_args(&[
+            "--server",
+            &port.to_string(),
+            "--sessions",
+            "1",
+            "--duration-limit",
+            "30s",
+        ]);
+        let run = run(&args);
+        assert_eq!(run.accepted, 0);
+        assert_eq!(run.errors, u64::from(MAX_CONNECT_FAILURES));
+    }
+}

@@ -1,6 +1,6 @@
 //! Every reply the SMTP server sends, as data: code, enhanced status code (RFC 3463), text.
 //!
-//! Enhanced codes are sent on every reply except the greeting and the HELO/EHLO replies, as
+//! Enhanced codes are sent on every reply except the greeting, the HELO/EHLO replies and 354, as
 //! RFC 2034 section 3 requires once ENHANCEDSTATUSCODES is advertised; sending them after HELO
 //! too is harmless and keeps one code path.
 
@@ -90,7 +90,12 @@ pub fn helo(host: &str) -> Reply {
 pub const OK: Reply = Reply::fixed(250, "2.0.0", "Ok");
 pub const SENDER_OK: Reply = Reply::fixed(250, "2.1.0", "Ok");
 pub const RECIPIENT_OK: Reply = Reply::fixed(250, "2.1.5", "Ok");
-pub const START_DATA: Reply = Reply::fixed(354, "2.0.0", "End data with <CR><LF>.<CR><LF>");
+/// RFC 3463 has no class 3, so the intermediate reply carries no enhanced code.
+pub const START_DATA: Reply = Reply {
+    code: 354,
+    enhanced: None,
+    text: Cow::Borrowed("End data with <CR><LF>.<CR><LF>"),
+};
 pub const BYE: Reply = Reply::fixed(221, "2.0.0", "Bye");
 pub const VRFY: Reply = Reply::fixed(
     252,
@@ -229,6 +234,11 @@ mod tests {
             (greeting("mx.test"), "220 mx.test ESMTP ringmail\r\n"),
             (OK, "250 2.0.0 Ok\r\n"),
             (queued("a\r\nb"), "250 2.0.0 Ok: queued as a  b\r\n"),
+            (START_DATA, "354 End data with <CR><LF>.<CR><LF>\r\n"),
+            (
+                too_many_from_ip("mx"),
+                "421 4.7.0 mx Error: too many connections from your IP address\r\n",
+            ),
             (
                 too_many_connections("mx"),
                 "421 4.7.0 mx Error: too many connections\r\n",

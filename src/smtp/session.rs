@@ -1,11 +1,11 @@
 //! The SMTP server session: a state machine from input bytes to replies and complete messages.
 //!
 //! ```text
-//! ExpectHelo ─EHLO/HELO─▶ ExpectMail ─MAIL─▶ ExpectRcpt ─RCPT ok─▶ ExpectRcptOrData
-//!                             ▲                                     │DATA        │BDAT n
-//!                             │                               ExpectBody    ExpectChunk ◀─BDAT─ ExpectBdat
-//!                             │                                     │ .           │ LAST  └─not LAST─▶ ┘
-//!                             └── committed() ◀── ExpectCommitted ◀─┴─────────────┘
+//! ExpectHelo --EHLO/HELO--> ExpectMail --MAIL--> ExpectRcpt --RCPT ok--> ExpectRcptOrData
+//! ExpectRcptOrData --DATA--> ExpectBody --CRLF.CRLF--> ExpectCommitted
+//! ExpectRcptOrData --BDAT--> ExpectChunk --not LAST--> ExpectBdat --BDAT--> ExpectChunk
+//!                            ExpectChunk --LAST------> ExpectCommitted
+//! ExpectCommitted --committed()--> ExpectMail
 //! ```
 //!
 //! RSET and a new EHLO/HELO go back to ExpectMail from anywhere; QUIT, 421 and the limits go to

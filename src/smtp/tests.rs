@@ -12,7 +12,7 @@ const EHLO: &str = "250-mx.test\r\n250-PIPELINING\r\n250-SIZE 2000\r\n250-8BITMI
 const OK: &str = "250 2.0.0 Ok\r\n";
 const SENDER_OK: &str = "250 2.1.0 Ok\r\n";
 const RCPT_OK: &str = "250 2.1.5 Ok\r\n";
-const GO_AHEAD: &str = "354 2.0.0 End data with <CR><LF>.<CR><LF>\r\n";
+const GO_AHEAD: &str = "354 End data with <CR><LF>.<CR><LF>\r\n";
 const BYE: &str = "221 2.0.0 Bye\r\n";
 const DATE: &str = "Wed, 25 Nov 2026 16:31:31 +0000";
 
@@ -494,4 +494,73 @@ fn keeps_pipelined_input_while_a_commit_is_pending() {
     out.clear();
     assert_eq!(session.receive(b"IT\r\n", &cx, &mut out), Progress::Close);
     assert_eq!(out, BYE.as_bytes());
+}
+
+#[test]
+fn gives_the_same_result_for_every_split_point() {
+    let input = b"EHLO c.test\r\nMAIL FROM:<a@b.test> SIZE=20\r\nRCPT TO:<r@mx.test>\r\nDATA\r\n\
+                  ..x\r\ny\r\n.\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<r@mx.test>\r\n\
+                  BDAT 3\r\nabcBDAT 2 LAST\r\nde\r\nNOOP\r\nQUIT\r\n";
+    let whole = play(config(), &[input], false);
+    assert_eq!(whole.messages.len(), 2);
+    assert!(whole.closed);
+    for split in 1..input.len() {
+        let (a, b) = input.split_at(split);
+        assert_eq!(play(config(), &[a, b], false), whole, "split at {split}");
+    }
+}
+
+#[test]
+fn survives_random_input() {
+    // A small fuzz run: random sequences of protocol-ish tokens must never panic, and every
+    // reply must be well-formed.
+    const TOKENS: [&[u8]; 24] = [
+        b"EHLO c\r\n",
+        b"HELO c\r\n",
+        b"MAIL FROM:<a@b.test>",
+        b" SIZE=10",
+        b"RCPT TO:<r@mx.test>",
+        b"RCPT TO:<postmaster>",
+        b"DATA\r\n",
+        b"BDAT 3",
+        b"BDAT 0 LAST",
+        b" LAST",
+        b"\r\n",
+        b"\n",
+        b"\r",
+        b".",
+        b"..",
+        b"x",
+        b"\0",
+        b"<",
+        b">",
+        b"@",
+        b"RSET\r\n",
+        b"NOOP\r\n",
+        b"\xff",
+        b" ",
+    ];
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    for _ in 0..300 {
+        let mut input = Vec::new();
+        for _ in 0..(next() % 200) {
+            input.extend_from_slice(TOKENS[(next() % TOKENS.len() as u64) as usize]);
+        }
+        let split = (next() as usize) % (input.len() + 1);
+        let (a, b) = input.split_at(split);
+        let got = play(config(), &[a, b], false);
+        for line in got.out.split_terminator("\r\n") {
+            let code: u16 = line
+                .get(..3)
+                .and_then(|c| c.parse().ok())
+                .expect("reply code");
+            assert!((200..600).contains(&code), "{line:?}");
+        }
+    }
 }
