@@ -8,7 +8,7 @@ mod common;
 use common::{Server, base_config, client_script, test_dir};
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 const MESSAGES: usize = 2_000;
@@ -30,38 +30,31 @@ fn delivered_tokens(server: &Server, address: &str) -> HashMap<String, usize> {
     seen
 }
 
-#[test]
-fn every_acknowledged_message_survives_sigkill() {
-    let dir = test_dir("crash");
-    let mut server = Server::start(&dir, &base_config(&dir, "", ""));
-    let recipient = "crash@example.test";
-
-    let mut blaster = Command::new("python3")
+/// The smtp_blast.py client: `total` messages over `clients` connections to `recipient`, printing
+/// "OK <token>" for each 250.
+fn start_blaster(server: &Server, total: usize, clients: usize, recipient: &str) -> Child {
+    Command::new("python3")
         .arg(client_script("smtp_blast.py"))
         .args(["127.0.0.1", &server.smtp.port().to_string()])
-        .args([
-            &MESSAGES.to_string(),
-            &CLIENTS.to_string(),
-            recipient,
-            "120",
-        ])
+        .args([&total.to_string(), &clients.to_string(), recipient, "120"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
-        .expect("python3");
+        .expect("python3")
+}
 
-    // Kill at a pseudo-random moment in the middle of the load: once 200..1400 messages have
-    // been acknowledged (so the queue holds delivered, in-flight and unsent work at once).
-    let nanos = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    let kill_at = 200 + (nanos as usize % 1200);
-    let stdout = BufReader::new(blaster.stdout.take().unwrap());
+/// Reads the blaster's acknowledgements until `count` are in (or it ends, or 120 s pass), runs
+/// `interrupt` (the kill or stop under test), then collects the acknowledgements that were
+/// already on their way, and waits for the client to end.
+fn acknowledged_around(
+    blaster: &mut Child,
+    count: usize,
+    interrupt: impl FnOnce(),
+) -> HashSet<String> {
+    let mut lines = BufReader::new(blaster.stdout.take().unwrap()).lines();
     let mut acknowledged = HashSet::new();
-    let mut lines = stdout.lines();
     let give_up = Instant::now() + Duration::from_secs(120);
-    while acknowledged.len() < kill_at && Instant::now() < give_up {
+    while acknowledged.len() < count && Instant::now() < give_up {
         match lines.next() {
             Some(Ok(line)) => {
                 if let Some(token) = line.strip_prefix("OK ") {
@@ -71,28 +64,55 @@ fn every_acknowledged_message_survives_sigkill() {
             _ => break,
         }
     }
-    server.kill9();
-    // Acknowledgements that were already on their way when the kill came count too.
+    interrupt();
     for line in lines.map_while(Result::ok) {
         if let Some(token) = line.strip_prefix("OK ") {
             acknowledged.insert(token.to_string());
         }
     }
     let _ = blaster.wait();
+    acknowledged
+}
+
+/// Waits (at most 60 s) until every acknowledged token is delivered; returns what was delivered.
+fn wait_for_tokens(
+    server: &Server,
+    recipient: &str,
+    acknowledged: &HashSet<String>,
+) -> HashMap<String, usize> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let delivered = delivered_tokens(server, recipient);
+        if acknowledged.iter().all(|t| delivered.contains_key(t)) || Instant::now() > deadline {
+            return delivered;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn every_acknowledged_message_survives_sigkill() {
+    let dir = test_dir("crash");
+    let mut server = Server::start(&dir, &base_config(&dir, "", ""));
+    let recipient = "crash@example.test";
+
+    let mut blaster = start_blaster(&server, MESSAGES, CLIENTS, recipient);
+
+    // Kill at a pseudo-random moment in the middle of the load: once 200..1400 messages have
+    // been acknowledged (so the queue holds delivered, in-flight and unsent work at once).
+    let nanos = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    let kill_at = 200 + (nanos as usize % 1200);
+    let acknowledged = acknowledged_around(&mut blaster, kill_at, || server.kill9());
     eprintln!(
         "killed after {} acknowledged messages (target {kill_at})",
         acknowledged.len()
     );
 
     let server = Server::start_with(&dir, &server.config_path.clone());
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let delivered = loop {
-        let delivered = delivered_tokens(&server, recipient);
-        if acknowledged.iter().all(|t| delivered.contains_key(t)) || Instant::now() > deadline {
-            break delivered;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let delivered = wait_for_tokens(&server, recipient, &acknowledged);
     let lost: Vec<&String> = acknowledged
         .iter()
         .filter(|t| !delivered.contains_key(*t))
@@ -155,51 +175,14 @@ fn sigterm_under_load_loses_nothing_and_duplicates_nothing() {
     let dir = test_dir("termload");
     let mut server = Server::start(&dir, &base_config(&dir, "", ""));
     let recipient = "term@example.test";
-    let mut blaster = Command::new("python3")
-        .arg(client_script("smtp_blast.py"))
-        .args([
-            "127.0.0.1",
-            &server.smtp.port().to_string(),
-            "5000",
-            "8",
-            recipient,
-            "120",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("python3");
-    let mut lines = BufReader::new(blaster.stdout.take().unwrap()).lines();
-    let mut acknowledged = HashSet::new();
-    while acknowledged.len() < 300 {
-        match lines.next() {
-            Some(Ok(line)) => {
-                if let Some(token) = line.strip_prefix("OK ") {
-                    acknowledged.insert(token.to_string());
-                }
-            }
-            _ => break,
-        }
-    }
-    common::send_signal(server.pid(), "TERM");
-    for line in lines.map_while(Result::ok) {
-        if let Some(token) = line.strip_prefix("OK ") {
-            acknowledged.insert(token.to_string());
-        }
-    }
-    let _ = blaster.wait();
+    let mut blaster = start_blaster(&server, 5000, 8, recipient);
+    let pid = server.pid();
+    let acknowledged = acknowledged_around(&mut blaster, 300, || common::send_signal(pid, "TERM"));
     assert!(server.wait_exit().success(), "{}", server.log());
 
     // Whatever was not delivered before the stop is delivered after the restart, once.
     let server = Server::start_with(&dir, &dir.join("ringmail.toml"));
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let delivered = loop {
-        let delivered = delivered_tokens(&server, recipient);
-        if acknowledged.iter().all(|t| delivered.contains_key(t)) || Instant::now() > deadline {
-            break delivered;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let delivered = wait_for_tokens(&server, recipient, &acknowledged);
     let lost = acknowledged
         .iter()
         .filter(|t| !delivered.contains_key(*t))
