@@ -7,6 +7,8 @@
 //! - `pop3`: the POP3 protocol as a sans-IO session, the maildir store it reads, its driver.
 //! - `auth`: password checking (built-in database, checkpassword programs, APOP).
 //! - `config`: the TOML configuration, read and validated once.
+//! - `relay`: remote delivery: the route step, destination owners, the SMTP client.
+//! - `sidecar`: the tokio thread for DNS and the control socket.
 //! - `server`: one shard's wiring: listeners, queue, scheduler, shutdown.
 //! - `cli`: the `ringmail` command line.
 
@@ -21,6 +23,8 @@ pub mod logging;
 pub mod mailbox;
 pub mod pop3;
 pub mod queue;
+pub mod relay;
 pub mod server;
+pub mod sidecar;
 pub mod smtp;
 pub mod tls;

@@ -191,12 +191,8 @@ fn validate(config: &Config) -> Result<(), Invalid> {
             .parse::<Cidr>()
             .map_err(|e| ("smtp.relay_networks".to_string(), e))?;
     }
-    if !smtp.relay_networks.is_empty() {
-        invalid(
-            "smtp.relay_networks",
-            "relaying needs remote delivery, which this version of ringmail does not have yet; \
-             leave it empty",
-        )?;
+    for domain in &smtp.rcpthosts {
+        check_domain("smtp.rcpthosts", domain)?;
     }
 
     let local = &config.local;
@@ -207,9 +203,7 @@ fn validate(config: &Config) -> Result<(), Invalid> {
         )?;
     }
     for domain in &local.domains {
-        if domain.is_empty() || domain.contains(['@', ' ', '/']) {
-            invalid("local.domains", format!("`{domain}` is not a domain name"))?;
-        }
+        check_domain("local.domains", domain)?;
     }
     for user in &local.users {
         if crate::mailbox::maildir_for(Path::new("/"), user).is_err() {
@@ -229,6 +223,72 @@ fn validate(config: &Config) -> Result<(), Invalid> {
     }
     if queue.queue_lifetime_secs == 0 {
         invalid("queue.queue_lifetime_secs", "must be greater than 0")?;
+    }
+    if queue.memory_budget_mib == 0 {
+        invalid("queue.memory_budget_mib", "must be greater than 0")?;
+    }
+
+    let dns = &config.dns;
+    for server in &dns.nameservers {
+        if server.parse::<SocketAddr>().is_err() {
+            invalid(
+                "dns.nameservers",
+                format!("`{server}` is not an ip:port address (e.g. 127.0.0.1:53)"),
+            )?;
+        }
+    }
+    if dns.timeout_secs == 0 {
+        invalid("dns.timeout_secs", "must be greater than 0")?;
+    }
+    if dns.attempts == 0 {
+        invalid("dns.attempts", "must be at least 1")?;
+    }
+
+    let relay = &config.relay;
+    for (domain, target) in &relay.routes {
+        if domain != "*" {
+            check_domain("relay.routes", domain.strip_prefix('.').unwrap_or(domain))?;
+        }
+        if let Err(e) = crate::relay::route::RouteTarget::parse(target) {
+            invalid("relay.routes", format!("route for `{domain}`: {e}"))?;
+        }
+    }
+    for domain in relay.tls_policy.keys() {
+        check_domain("relay.tls_policy", domain)?;
+    }
+    if let Some(path) = &relay.tls_ca_file
+        && let Err(e) = std::fs::metadata(path)
+    {
+        invalid(
+            "relay.tls_ca_file",
+            format!("cannot read {}: {e}", path.display()),
+        )?;
+    }
+    if relay.port == 0 {
+        invalid("relay.port", "must be a port number from 1 to 65535")?;
+    }
+    for (key, value) in [
+        ("relay.connect_timeout_secs", relay.connect_timeout_secs),
+        ("relay.greeting_timeout_secs", relay.greeting_timeout_secs),
+        ("relay.command_timeout_secs", relay.command_timeout_secs),
+        ("relay.data_timeout_secs", relay.data_timeout_secs),
+        (
+            "relay.max_connections_per_destination",
+            relay.max_connections_per_destination as u64,
+        ),
+        ("relay.max_connections", relay.max_connections as u64),
+        (
+            "relay.max_messages_per_connection",
+            relay.max_messages_per_connection as u64,
+        ),
+        (
+            "relay.max_recipients_per_transaction",
+            relay.max_recipients_per_transaction as u64,
+        ),
+    ] {
+        if value == 0 {
+            invalid(key, "must be greater than 0")?;
+        }
     }
 
     let pop3 = &config.pop3;
@@ -274,6 +334,18 @@ fn validate(config: &Config) -> Result<(), Invalid> {
             }
             seen.push(addr);
         }
+    }
+    Ok(())
+}
+
+/// A domain name as configuration lists them: not empty, no `@`, spaces or slashes, no
+/// trailing dot (RCPT domains are compared without one).
+fn check_domain(key: &str, domain: &str) -> Result<(), Invalid> {
+    if domain.is_empty()
+        || domain.ends_with('.')
+        || domain.contains(|c: char| c == '@' || c == '/' || c.is_whitespace())
+    {
+        invalid(key, format!("`{domain}` is not a domain name"))?;
     }
     Ok(())
 }

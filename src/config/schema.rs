@@ -14,6 +14,8 @@ pub struct Config {
     pub queue: QueueSection,
     pub pop3: Pop3Section,
     pub tls: TlsSection,
+    pub dns: DnsSection,
+    pub relay: RelaySection,
 }
 
 /// `[server]`: identity, storage and threads.
@@ -75,9 +77,13 @@ pub struct SmtpSection {
     pub max_sessions_per_ip: usize,
     /// Bad commands in one session before it is closed with 421.
     pub max_errors: usize,
-    /// Client networks allowed to relay to non-local domains. Empty (the default) means no one:
-    /// ringmail has no remote delivery yet, so a non-empty list is refused at startup.
+    /// Client networks (CIDR, IPv4 or IPv6) allowed to relay to any domain (qmail's
+    /// RELAYCLIENT). Empty (the default): nobody relays; clients may only send to local domains
+    /// and `rcpthosts`.
     pub relay_networks: Vec<String>,
+    /// Domains accepted from any client besides the local ones, and delivered onward by the
+    /// routes (qmail's rcpthosts minus locals: domains this host is a backup MX or gateway for).
+    pub rcpthosts: Vec<String>,
 }
 
 impl Default for SmtpSection {
@@ -94,6 +100,7 @@ impl Default for SmtpSection {
             max_sessions_per_ip: 100,
             max_errors: 20,
             relay_networks: Vec::new(),
+            rcpthosts: Vec::new(),
         }
     }
 }
@@ -145,6 +152,12 @@ pub struct QueueSection {
     pub queue_lifetime_secs: u64,
     /// Deliveries in flight per shard.
     pub delivery_concurrency: usize,
+    /// Message bytes a shard keeps in memory for deliveries waiting to start, in MiB; beyond it,
+    /// accepted messages are read back from the queue when their turn comes.
+    pub memory_budget_mib: u64,
+    /// Send the sender a delay notice (RFC 3464 `Action: delayed`) once a recipient has been
+    /// deferred this many seconds; 0 (the default) sends none.
+    pub delay_notice_secs: u64,
 }
 
 impl Default for QueueSection {
@@ -153,6 +166,8 @@ impl Default for QueueSection {
             segment_size_mib: 64,
             queue_lifetime_secs: 604_800,
             delivery_concurrency: 64,
+            memory_budget_mib: 256,
+            delay_notice_secs: 0,
         }
     }
 }
@@ -209,6 +224,107 @@ pub struct TlsSection {
     pub cert: Option<PathBuf>,
     /// PEM private key.
     pub key: Option<PathBuf>,
+}
+
+/// `[dns]`: the resolver used for MX, A and AAAA lookups (on its own thread).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DnsSection {
+    /// `ip:port` of the nameservers to ask, in order. Empty (the default): those of
+    /// /etc/resolv.conf.
+    pub nameservers: Vec<String>,
+    /// Seconds to wait for one answer.
+    pub timeout_secs: u64,
+    /// Tries per nameserver before a lookup fails temporarily.
+    pub attempts: usize,
+}
+
+impl Default for DnsSection {
+    fn default() -> Self {
+        DnsSection {
+            nameservers: Vec::new(),
+            timeout_secs: 5,
+            attempts: 2,
+        }
+    }
+}
+
+/// How hard the SMTP client insists on TLS with a destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TlsPolicySetting {
+    /// Never STARTTLS.
+    None,
+    /// STARTTLS when the server offers it, without checking its certificate; plaintext
+    /// otherwise (RFC 3207 as most MTAs use it).
+    Opportunistic,
+    /// STARTTLS is required and the certificate must verify for the host name; otherwise the
+    /// delivery is deferred.
+    Verify,
+}
+
+/// `[relay]`: remote delivery: routes, the SMTP client, per-destination limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RelaySection {
+    /// Static routes (qmail's smtproutes): domain -> `host[:port]`, `[ip]:port`, or `local`.
+    /// `*` matches every domain without a route of its own (a smarthost); a `.example.com`
+    /// key matches every subdomain. Domains without a route go by MX.
+    pub routes: std::collections::BTreeMap<String, String>,
+    /// Port for MX and A deliveries.
+    pub port: u16,
+    /// Name sent in EHLO/HELO; empty (the default): `server.hostname`.
+    pub helo_name: String,
+    /// TLS policy for every destination not in `tls_policy`.
+    pub tls: TlsPolicySetting,
+    /// Per-domain TLS policy overrides.
+    pub tls_policy: std::collections::BTreeMap<String, TlsPolicySetting>,
+    /// Extra PEM CA certificates trusted for `verify` (beside the built-in web PKI roots).
+    pub tls_ca_file: Option<PathBuf>,
+    /// Seconds to wait for a TCP connection.
+    pub connect_timeout_secs: u64,
+    /// Seconds to wait for the greeting (RFC 5321 §4.5.3.2.1: 5 minutes).
+    pub greeting_timeout_secs: u64,
+    /// Seconds to wait for the reply to MAIL, RCPT, and other commands (§4.5.3.2.2-3: 5 minutes).
+    pub command_timeout_secs: u64,
+    /// Seconds to wait for the reply to the end of data (§4.5.3.2.6: 10 minutes).
+    pub data_timeout_secs: u64,
+    /// Connections open at once to one destination, across all shards.
+    pub max_connections_per_destination: usize,
+    /// Outbound connections open at once, across all shards (each shard owns an equal share).
+    pub max_connections: usize,
+    /// Messages sent over one connection before it is closed and a new one opened.
+    pub max_messages_per_connection: usize,
+    /// Recipients in one transaction; more are sent in further transactions.
+    pub max_recipients_per_transaction: usize,
+    /// Seconds an idle connection is kept for the next message to the same destination.
+    pub connection_idle_secs: u64,
+    /// Seconds a host that refused a connection or timed out is skipped; its mail waits for it
+    /// without using up retries.
+    pub host_backoff_secs: u64,
+}
+
+impl Default for RelaySection {
+    fn default() -> Self {
+        RelaySection {
+            routes: Default::default(),
+            port: 25,
+            helo_name: String::new(),
+            tls: TlsPolicySetting::Opportunistic,
+            tls_policy: Default::default(),
+            tls_ca_file: None,
+            connect_timeout_secs: 30,
+            greeting_timeout_secs: 300,
+            command_timeout_secs: 300,
+            data_timeout_secs: 600,
+            max_connections_per_destination: 20,
+            max_connections: 1000,
+            max_messages_per_connection: 1000,
+            max_recipients_per_transaction: 100,
+            connection_idle_secs: 10,
+            host_backoff_secs: 300,
+        }
+    }
 }
 
 impl Config {

@@ -1,0 +1,15 @@
+//! Remote delivery: where each recipient goes, and how mail leaves the box.
+//!
+//! - `route`: the route step. Every recipient, bounces included, passes through it once per
+//!   attempt: local, a static route (qmail's smtproutes), MX, or refuse.
+//! - `owner`: which shard owns a destination; the typed messages that carry recipients there
+//!   over the shard mesh and bring their outcomes back.
+//! - `destination`: the owner's per-destination state: waiting jobs, connection cache,
+//!   concurrency limit, downed-host backoff.
+//! - `targets`: a destination turned into an ordered list of servers (MX, A/AAAA, null MX).
+//! - `client`: the SMTP client that talks to one remote server.
+//! - `verp`: qmail's variable envelope return paths.
+
+pub mod route;
+
+pub use route::{Destination, Route, RouteTarget, Router};
