@@ -1,4 +1,5 @@
 # lib.sh: helpers shared by the benchmark scripts (sourced, not run).
+# shellcheck shell=bash disable=SC2034 # variables here are used by the scripts that source it
 #
 # Everything here stays on 127.0.0.1 and stops only processes the calling script started.
 
@@ -119,6 +120,39 @@ host_info() {
     echo "- load average before the run: $(cut -d' ' -f1-3 /proc/loadavg)"
 }
 
+# === Postfix from Debian (smtp-sink, and Postfix itself as a relay) ===
+SINK=/usr/sbin/smtp-sink
+# Installs Debian's postfix package if smtp-sink is missing, without configuring or starting a
+# system Postfix: debconf "No configuration", and a policy-rc.d that forbids starting services
+# for the length of the install. Sets POSTFIX_INSTALLED_NOW=1 when it installed the package.
+POSTFIX_INSTALLED_NOW=0
+ensure_smtp_sink() {
+    [ -x "$SINK" ] && [ -x /usr/sbin/postfix ] && return 0
+    log "installing postfix (for smtp-sink; the system Postfix is not started)"
+    local own_policy=0
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+        chmod +x /usr/sbin/policy-rc.d
+        own_policy=1
+    fi
+    echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
+    apt-get update -q
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q postfix || true
+    if [ "$own_policy" = 1 ]; then rm -f /usr/sbin/policy-rc.d; fi
+    POSTFIX_INSTALLED_NOW=1
+    [ -x "$SINK" ]
+}
+
+postfix_version() { dpkg-query -W -f '${Version}' postfix 2>/dev/null || echo '?'; }
+
+# The newest message count that `smtp-sink -c` (stdout sent to FILE) has written: records look
+# like `sess=S quit=Q mesg=M\r`; 0 before the first.
+sink_count() {
+    local n
+    n=$(tail -c 512 "$1" 2>/dev/null | tr '\r' '\n' | sed -n 's/.* m\(e\)\{0,1\}sg=\([0-9][0-9]*\)$/\2/p' | tail -n1)
+    echo "${n:-0}"
+}
+
 # A results file name that does not overwrite an earlier run of the same day.
 results_file() {
     local stem=$1 day
@@ -154,5 +188,34 @@ allow_plaintext_auth = "always"
 
 [smtp]
 listen = ["127.0.0.1:$smtp_port"]
+CONF
+}
+
+# write_ringmail_relay_config FILE DATA_DIR SMTP_PORT SINK_PORT [CONNECTIONS]
+# ringmail as a relay for the relay benchmark: loopback clients may relay anywhere, every domain
+# is routed to the smtp-sink on 127.0.0.1:SINK_PORT with at most CONNECTIONS (20) connections,
+# nothing is local but its own name, and the resolver points at a dead loopback port (never the
+# system resolver; a static route to an IP needs no lookup).
+write_ringmail_relay_config() {
+    local conf=$1 data_dir=$2 smtp_port=$3 sink_port=$4 conns=${5:-20}
+    cat >"$conf" <<CONF
+[server]
+hostname = "ringmail-relay.test"
+data_dir = "$data_dir"
+log_level = "${RINGMAIL_LOG_LEVEL:-warn}"
+
+[smtp]
+listen = ["127.0.0.1:$smtp_port"]
+relay_networks = ["127.0.0.0/8"]
+
+[local]
+domains = ["ringmail-relay.test"]
+
+[dns]
+nameservers = ["127.0.0.1:9"]
+
+[relay]
+routes = { "*" = "127.0.0.1:$sink_port" }
+max_connections_per_destination = $conns
 CONF
 }

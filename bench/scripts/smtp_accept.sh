@@ -48,25 +48,8 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# smtp-sink comes with Debian's postfix package. Install it without configuring or starting a
-# system Postfix: debconf "No configuration", and a policy-rc.d that forbids starting services.
-SINK=/usr/sbin/smtp-sink
-ensure_smtp_sink() {
-    [ -x "$SINK" ] && return 0
-    log "installing postfix for smtp-sink (the system Postfix is not started)"
-    local own_policy=0
-    if [ ! -e /usr/sbin/policy-rc.d ]; then
-        printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
-        chmod +x /usr/sbin/policy-rc.d
-        own_policy=1
-    fi
-    echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
-    apt-get update -q
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q postfix || true
-    if [ "$own_policy" = 1 ]; then rm -f /usr/sbin/policy-rc.d; fi
-    [ -x "$SINK" ]
-}
-
+# smtp-sink comes with Debian's postfix package: ensure_smtp_sink (lib.sh) installs it without
+# configuring or starting a system Postfix.
 HAVE_SINK=1
 ensure_smtp_sink || { HAVE_SINK=0; log "smtp-sink unavailable; measuring ringmail alone"; }
 [ "$HAVE_SINK" = 0 ] && [ "$WITH_RINGMAIL" = 0 ] && die "nothing to measure"

@@ -65,10 +65,14 @@ pub struct SmtpArgs {
     /// After sending, wait for delivered files under DIR/**/Maildir/new/.
     #[arg(long, requires = "expect")]
     pub wait_delivered: Option<PathBuf>,
-    /// How many new delivered files to wait for.
+    /// After sending, wait until the message counter of Postfix's `smtp-sink -c`, whose output
+    /// goes to FILE, has grown by --expect (default: the number accepted in this run).
+    #[arg(long, conflicts_with = "wait_delivered")]
+    pub wait_sink: Option<PathBuf>,
+    /// How many new delivered files (or sink messages) to wait for.
     #[arg(long)]
     pub expect: Option<u64>,
-    /// Give up waiting for deliveries after this long.
+    /// Give up waiting for deliveries after this long (counted from the end of the load).
     #[arg(long, default_value = "300s", value_parser = parse_duration)]
     pub wait_timeout: Duration,
 }
@@ -201,5 +205,24 @@ mod tests {
         assert_eq!(args.duration_limit, Duration::from_secs(10));
         assert_eq!(args.expect, Some(100));
         assert!(Cli::try_parse_from(["ringmail-load", "smtp", "--wait-delivered", "/x"]).is_err());
+        let cli = Cli::try_parse_from(["ringmail-load", "smtp", "--wait-sink", "/tmp/c"]).unwrap();
+        let Command::Smtp(args) = cli.command else {
+            panic!("not smtp");
+        };
+        assert_eq!(args.wait_sink, Some(PathBuf::from("/tmp/c")));
+        assert_eq!(args.expect, None);
+        assert!(
+            Cli::try_parse_from([
+                "ringmail-load",
+                "smtp",
+                "--wait-sink",
+                "/a",
+                "--wait-delivered",
+                "/b",
+                "--expect",
+                "1",
+            ])
+            .is_err()
+        );
     }
 }

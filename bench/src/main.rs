@@ -11,6 +11,7 @@ mod maildir_fill;
 mod message;
 mod pop3_client;
 mod pop3_load;
+mod sink_wait;
 mod smtp_client;
 mod smtp_load;
 mod stats;
@@ -19,7 +20,7 @@ mod template;
 mod test_server;
 
 use std::process::ExitCode;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use clap::Parser;
 
@@ -57,9 +58,23 @@ fn smtp(args: &SmtpArgs) -> ExitCode {
         },
         None => 0,
     };
+    // The sink watcher starts before the first message, so arrivals during the load count.
+    let watcher = match &args.wait_sink {
+        Some(path) => match sink_wait::Watcher::start(path.clone()) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                eprintln!("--wait-sink {}: {e}", path.display());
+                return ExitCode::FAILURE;
+            }
+        },
+        None => None,
+    };
     let run = smtp_load::run(args);
     smtp_load::print(args, &run);
     let mut ok = run.accepted > 0 && run.errors == 0;
+    if let Some(watcher) = watcher {
+        ok &= report_sink(args, &run, watcher);
+    }
     if let (Some(dir), Some(expect)) = (&args.wait_delivered, args.expect) {
         let waited = delivery_wait::wait(dir, baseline, expect, args.wait_timeout);
         let first = run.first_send.unwrap_or(anchor.0);
@@ -89,6 +104,43 @@ fn smtp(args: &SmtpArgs) -> ExitCode {
         ok &= !waited.timed_out;
     }
     exit_code(ok)
+}
+
+/// Waits for the sink to receive what was accepted and prints the end-to-end figures; true if
+/// everything arrived in time.
+fn report_sink(args: &SmtpArgs, run: &smtp_load::SmtpRun, watcher: sink_wait::Watcher) -> bool {
+    let expect = args.expect.unwrap_or(run.accepted);
+    let waited = watcher.finish(expect, args.wait_timeout);
+    let e2e = match (run.first_send, waited.reached) {
+        (Some(first), Some(reached)) => reached.saturating_duration_since(first),
+        _ => Duration::ZERO,
+    };
+    let rate = stats::per_second(waited.relayed as f64, e2e);
+    let rcpt_rate = rate * args.recipients as f64;
+    println!(
+        "relay: sink counter={} expect={expect} (baseline {})",
+        args.wait_sink
+            .as_deref()
+            .map_or_else(String::new, |p| p.display().to_string()),
+        waited.baseline
+    );
+    println!(
+        "  relayed           {}{}",
+        waited.relayed,
+        if waited.timed_out { " (timed out)" } else { "" }
+    );
+    println!("  first send → sink has all  {:.3} s", e2e.as_secs_f64());
+    println!("  relayed msg/s     {rate:.1}");
+    println!(
+        "RESULT smtp-relayed sessions={} size={} recipients={} expect={expect} relayed={} timed_out={} e2e_s={:.3} rate={rate:.1} rcpt_rate={rcpt_rate:.1}",
+        args.sessions,
+        args.size,
+        args.recipients,
+        waited.relayed,
+        waited.timed_out,
+        e2e.as_secs_f64()
+    );
+    !waited.timed_out && expect > 0
 }
 
 fn exit_code(ok: bool) -> ExitCode {
