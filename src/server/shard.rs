@@ -3,7 +3,7 @@
 //! the queue.
 
 use super::Setup;
-use super::policy::LocalPolicy;
+use super::policy::RcptPolicy;
 use crate::auth::PasswordChecker;
 use crate::config::{Config, LongLinesSetting, PlaintextAuth};
 use crate::delivery::scheduler::{Scheduler, SchedulerSettings};
@@ -81,7 +81,7 @@ async fn start(
 
     let smtp = Rc::new(SmtpShard::new(
         Rc::new(smtp_config(config)),
-        Rc::new(LocalPolicy::new(config)),
+        Rc::new(RcptPolicy::new(config)),
         Rc::clone(&queue),
         Rc::clone(&scheduler),
         ConnectionLimits {
