@@ -2,6 +2,8 @@
 //! config in a temporary directory, stop it (SIGTERM or SIGKILL), and look at what it delivered.
 #![allow(dead_code)] // each test binary uses a different part of this
 
+pub mod dns;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
