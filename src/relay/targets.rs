@@ -22,6 +22,9 @@ pub const MAX_MX_HOSTS: usize = 10;
 /// `smtp_mx_address_limit` plays the same role).
 pub const MAX_TARGETS: usize = 20;
 
+/// An MX host's name and what its AAAA/A lookup returned.
+pub type HostAddrs = (String, Result<Vec<IpAddr>, DnsError>);
+
 /// One server to try.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
@@ -53,7 +56,7 @@ pub async fn resolve_targets(
         Destination::Static { host, port } => static_targets(resolver, host, *port).await,
         Destination::Mx { domain } => match resolver.mx(domain).await {
             Ok(MxAnswer::Hosts(records)) => {
-                let ordered = order_mx(records, |same| fastrand::shuffle(same));
+                let ordered = order_mx(records, fastrand::shuffle);
                 let hosts: Vec<String> = ordered
                     .into_iter()
                     .map(|mx| mx.exchange)
@@ -123,7 +126,7 @@ pub fn order_mx(mut records: Vec<Mx>, mut shuffle: impl FnMut(&mut [Mx])) -> Vec
 /// failed temporarily" does the same).
 pub fn mx_targets(
     domain: &str,
-    hosts: Vec<(String, Result<Vec<IpAddr>, DnsError>)>,
+    hosts: Vec<HostAddrs>,
     port: u16,
 ) -> Result<Vec<Target>, TargetError> {
     let mut targets: Vec<Target> = Vec::new();
@@ -336,7 +339,7 @@ mod tests {
 
     #[test]
     fn mx_hosts_without_addresses_defer() {
-        let cases: Vec<Vec<(String, Result<Vec<IpAddr>, DnsError>)>> = vec![
+        let cases: Vec<Vec<HostAddrs>> = vec![
             vec![],
             vec![("a".into(), Ok(vec![]))],
             vec![

@@ -85,10 +85,11 @@ impl DnsServer {
         let mut reply = [0u8; 512];
         while Instant::now() < deadline {
             let _ = socket.send_to(&query, self.addr);
-            if let Ok((n, _)) = socket.recv_from(&mut reply) {
-                if n >= 2 && reply[..2] == [0x5a, 0x5a] {
-                    return;
-                }
+            if let Ok((n, _)) = socket.recv_from(&mut reply)
+                && n >= 2
+                && reply[..2] == [0x5a, 0x5a]
+            {
+                return;
             }
         }
         panic!("the loopback DNS server at {} never answered", self.addr);
@@ -116,5 +117,7 @@ fn python_with_dnslib() -> &'static str {
             return python;
         }
     }
-    panic!("no python3 with dnslib: run scripts/install-test-deps (apt-get install python3-dnslib)");
+    panic!(
+        "no python3 with dnslib: run scripts/install-test-deps (apt-get install python3-dnslib)"
+    );
 }
