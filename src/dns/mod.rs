@@ -106,6 +106,11 @@ impl Resolver {
     /// Builds the hickory resolver on the sidecar and starts the task that serves lookups.
     /// With no nameservers in `settings`, reads /etc/resolv.conf (its nameservers only).
     pub fn start(sidecar: &Sidecar, settings: &DnsSettings) -> Result<Resolver, DnsError> {
+        if settings.timeout.is_zero() {
+            return Err(DnsError::Setup(
+                "the DNS timeout must be more than 0".into(),
+            ));
+        }
         let requests = thread::start(sidecar.handle(), settings)?;
         Ok(Resolver { requests })
     }
@@ -142,4 +147,51 @@ impl Resolver {
 
 fn stopped() -> DnsError {
     DnsError::Temporary("the resolver has stopped".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_come_from_the_dns_section() {
+        let section = DnsSection {
+            nameservers: vec!["127.0.0.1:5353".into(), "[::1]:53".into()],
+            timeout_secs: 3,
+            attempts: 4,
+        };
+        assert_eq!(
+            DnsSettings::from_section(&section),
+            Ok(DnsSettings {
+                nameservers: vec![
+                    "127.0.0.1:5353".parse().unwrap(),
+                    "[::1]:53".parse().unwrap()
+                ],
+                timeout: Duration::from_secs(3),
+                attempts: 4,
+            })
+        );
+        let bad = DnsSection {
+            nameservers: vec!["127.0.0.1".into()],
+            ..DnsSection::default()
+        };
+        assert!(matches!(
+            DnsSettings::from_section(&bad),
+            Err(DnsError::Setup(_))
+        ));
+    }
+
+    #[test]
+    fn refuses_a_zero_timeout() {
+        let sidecar = Sidecar::start().unwrap();
+        let settings = DnsSettings {
+            nameservers: vec!["127.0.0.1:53".parse().unwrap()],
+            timeout: Duration::ZERO,
+            attempts: 1,
+        };
+        assert!(matches!(
+            Resolver::start(&sidecar, &settings),
+            Err(DnsError::Setup(_))
+        ));
+    }
 }
