@@ -18,6 +18,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod delivery;
+pub mod dns;
 pub mod envelope;
 pub mod logging;
 pub mod mailbox;
