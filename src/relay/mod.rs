@@ -11,5 +11,6 @@
 //! - `verp`: qmail's variable envelope return paths.
 
 pub mod route;
+pub mod verp;
 
 pub use route::{Destination, Route, RouteTarget, Router};
