@@ -479,7 +479,8 @@ mod tests {
         // (original sender, recipients listed, envelope sender and recipient of the notice)
         let one = &failures()[..1];
         let both = &failures()[..];
-        let table: &[(&str, &[(String, Detail)], Option<(&str, &str)>)] = &[
+        type Case<'a> = (&'a str, &'a [(String, Detail)], Option<(&'a str, &'a str)>);
+        let table: &[Case] = &[
             ("alice@a.test", both, Some(("", "alice@a.test"))),
             ("", both, Some((DOUBLE_BOUNCE_SENDER, "postmaster@mx.test"))),
             (DOUBLE_BOUNCE_SENDER, both, None),
