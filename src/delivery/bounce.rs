@@ -110,6 +110,8 @@ pub fn build_dsn(
     let host = dsn::clean(hostname);
     let bytes = MessageBuilder::new()
         .from(format!("MAILER-DAEMON@{host}"))
+        // Envelope addresses never hold CR or LF when they come through SMTP; dropping any
+        // control character anyway keeps a damaged queue record from adding a header field.
         .to(notice.to.replace(|c: char| c.is_control(), ""))
         .subject(subject)
         .header("Date", Raw::new(rfc5322_date(now)))
@@ -208,7 +210,10 @@ fn notice_text(
         let recipient = recipient.replace(|c: char| c.is_control(), "");
         text.push_str(&format!("\r\n<{recipient}>:\r\n{reason}\r\n"));
     }
-    text.push_str("\r\n--- The headers of your message are attached.\r\n");
+    text.push_str(match notice.double {
+        true => "\r\n--- The headers of the bounce are attached.\r\n",
+        false => "\r\n--- The headers of your message are attached.\r\n",
+    });
     text
 }
 
