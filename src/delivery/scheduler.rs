@@ -9,8 +9,9 @@
 //! a restart resumes exactly the recipients that are still pending.
 
 use crate::clock::{now_unix, rfc5322_date};
-use crate::delivery::bounce::build_bounce;
+use crate::delivery::bounce::{BounceKind, build_dsn};
 use crate::delivery::local::{LocalOutcome, deliver_local};
+use crate::delivery::report::{Detail, StatusCode};
 use crate::delivery::retry::{Channel, expired, next_attempt};
 use crate::envelope::Envelope;
 use crate::queue::{MessageId, Outcome, QueuedMessage, RecipientState, ShardQueue};
@@ -256,14 +257,28 @@ impl Scheduler {
         failures: Vec<(usize, String)>,
         states: &mut [RecipientState],
     ) {
-        let listed: Vec<(String, String)> = failures
+        // Local reasons end in a qmail-style `(#5.x.x)` code: that is the DSN's Status.
+        let listed: Vec<(String, Detail)> = failures
             .iter()
-            .map(|(index, reason)| (envelope.recipients[*index].clone(), reason.clone()))
+            .map(|(index, reason)| {
+                let code = StatusCode::from_qmail_text(reason).unwrap_or(StatusCode(5, 0, 0));
+                let detail = Detail::local(code, reason.clone());
+                (envelope.recipients[*index].clone(), detail)
+            })
             .collect();
         let now = now_unix();
-        match build_bounce(&self.settings.hostname, envelope, message, &listed, now) {
+        let hostname = &self.settings.hostname;
+        match build_dsn(
+            hostname,
+            envelope,
+            message,
+            &listed,
+            BounceKind::Failure,
+            now,
+        ) {
             None => warn!(
-                "msg {id}: failed recipients of a bounce (null sender): discarding, no double bounce"
+                "msg {id}: failed recipients of a double bounce (sender <{}>): discarding",
+                envelope.sender
             ),
             Some((bounce_envelope, bounce_message)) => {
                 match self.queue.commit(&bounce_envelope, &bounce_message).await {

@@ -12,5 +12,6 @@
 
 pub mod route;
 pub mod targets;
+pub mod verp;
 
 pub use route::{Destination, Route, RouteTarget, Router};

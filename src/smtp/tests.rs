@@ -277,6 +277,32 @@ fn accepts_a_pipelined_message_with_exact_bytes() {
     );
 }
 
+/// qmail's VERP request `prefix-@domain-@[]` is a valid reverse path (MAIL FROM only); the
+/// double-bounce sender `#@[]` and any other `@[]` address are not, from a client.
+#[test]
+fn accepts_a_verp_sender_only_in_mail_from() {
+    let input = "EHLO c.test\r\nMAIL FROM:<#@[]>\r\nMAIL FROM:<a@[]>\r\n\
+                 MAIL FROM:<list-@example.com-@[]>\r\nRCPT TO:<list-@example.com-@[]>\r\n\
+                 RCPT TO:<#@[]>\r\nRCPT TO:<r@mx.test>\r\nDATA\r\nhi\r\n.\r\nQUIT\r\n";
+    let got = transcript(input);
+    let bad_sender = "501 5.1.7 Error: bad sender address syntax\r\n";
+    let bad_rcpt = "501 5.1.3 Error: bad recipient address syntax\r\n";
+    assert_eq!(
+        got.out,
+        format!(
+            "{EHLO}{bad_sender}{bad_sender}{SENDER_OK}{bad_rcpt}{bad_rcpt}{RCPT_OK}{GO_AHEAD}\
+             250 2.0.0 Ok: queued as Q1\r\n{BYE}"
+        )
+    );
+    assert_eq!(
+        got.messages,
+        vec![(
+            envelope("list-@example.com-@[]", &["r@mx.test"]),
+            format!("{}hi\r\n", received(Some("r@mx.test")))
+        )]
+    );
+}
+
 #[test]
 fn sends_several_messages_on_one_connection() {
     let input = "HELO c.test\r\nMAIL FROM:<>\r\nRCPT TO:<Postmaster>\r\nRCPT TO:<unknown@mx.test>\r\n\
