@@ -178,6 +178,8 @@ mod tests {
 
     const TEN: Duration = Duration::from_secs(10);
 
+    type Answers = Vec<(usize, ShardAnswer)>;
+
     fn id() -> crate::queue::MessageId {
         "1a.0.3".parse().expect("test id")
     }
@@ -189,7 +191,7 @@ mod tests {
     #[test]
     fn wording_per_request_and_outcome() {
         let not_wired = || Replied(Failed("not available".into()));
-        let cases: Vec<(ControlRequest, Vec<(usize, ShardAnswer)>, &str)> = vec![
+        let cases: Vec<(ControlRequest, Answers, &str)> = vec![
             (
                 ControlRequest::Flush,
                 vec![
