@@ -2,7 +2,7 @@
 //! capped request line, fan the request out to the shards over flume, gather their answers
 //! under one deadline, write the reply, close.
 
-use super::protocol::{Reply, parse_request};
+use super::protocol::{Reply, format_request, parse_request};
 use super::summary::{ShardAnswer, summarize};
 use super::{ControlMessage, ControlRequest, MAX_REQUEST_LINE};
 use crate::sidecar::Sidecar;
@@ -132,7 +132,8 @@ async fn serve_connection(mut stream: UnixStream, shards: Shards, shard_timeout:
             Ok(request) => {
                 let reply = dispatch(&request, &shards, shard_timeout).await;
                 let status = if reply.ok { "ok" } else { "err" };
-                info!("control: {request:?}: {status} {}", reply.text);
+                let asked = format_request(&request);
+                info!("control: {}: {status} {}", asked.trim_end(), reply.text);
                 reply
             }
         },
