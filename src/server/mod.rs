@@ -1,6 +1,7 @@
 //! Running the server: take the data directory's lock, start one shard per CPU, let each open its
 //! slice of the queue and its listeners, and on SIGTERM/SIGINT shut everything down in order.
 
+mod control;
 mod listeners;
 pub mod policy;
 mod shard;
@@ -57,6 +58,9 @@ pub struct Setup {
     /// Threads for work that would block a shard: password hashing, checkpassword programs,
     /// maildir listings.
     pub blocking: crate::blocking::BlockingPool,
+    /// Control requests (flush, pause, ...) from the control socket; shard `i` serves
+    /// `control[i]`.
+    pub control: Vec<flume::Receiver<crate::control::ControlMessage>>,
 }
 
 /// Runs the server until it is told to stop. Returns once every shard has shut down.
@@ -90,18 +94,28 @@ pub fn run(mut config: Config) -> Result<(), ServerError> {
 
     let listen = listeners::resolve(&config)?;
     let blocking = crate::blocking::BlockingPool::new(BLOCKING_THREADS);
-    let setup = Arc::new(Setup {
-        config,
-        listen,
-        tls,
-        blocking,
-    });
-    let shard_count = match setup.config.server.shards {
+    let shard_count = match config.server.shards {
         0 => std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1),
         n => n,
     };
+    // The control socket is (re)created only now that the lock is ours, so a second server
+    // never unlinks the first one's socket. Both live until `run` returns; the socket is
+    // dropped (removed) first.
+    let sidecar = crate::sidecar::Sidecar::start()
+        .map_err(|e| ServerError::Shard(format!("cannot start the sidecar thread: {e}")))?;
+    let (control_senders, control) = crate::control::channels(shard_count);
+    let socket = crate::control::socket_path(data_dir);
+    let _control = crate::control::ControlServer::start(&sidecar, &socket, control_senders)
+        .map_err(|e| ServerError::DataDir(format!("control socket {}: {e}", socket.display())))?;
+    let setup = Arc::new(Setup {
+        config,
+        listen,
+        tls,
+        blocking,
+        control,
+    });
 
     let shard_setup = Arc::clone(&setup);
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();

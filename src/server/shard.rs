@@ -3,6 +3,7 @@
 //! the queue.
 
 use super::Setup;
+use super::control::NotYetWired;
 use super::policy::RcptPolicy;
 use crate::auth::PasswordChecker;
 use crate::config::{Config, LongLinesSetting, PlaintextAuth};
@@ -110,6 +111,10 @@ async fn start(
                 glommio::spawn_local(session).detach();
             })?);
         }
+    }
+    // Queue control from the control socket (crate::control); the scheduler will answer it.
+    if let Some(requests) = setup.control.get(id).cloned() {
+        glommio::spawn_local(crate::control::serve_shard(requests, Rc::new(NotYetWired))).detach();
     }
     Ok(Running {
         queue,
