@@ -358,8 +358,7 @@ fn disconnect_mid_data_is_an_error() {
         let err = client
             .send(&msg(&["a@x.test"], &body))
             .await
-            .err()
-            .expect("error");
+            .expect_err("error");
         assert!(matches!(err.kind, ClientErrorKind::Io(_)), "{err}");
         assert_eq!(err.stage, Stage::Data);
         assert!(!client.is_reusable());

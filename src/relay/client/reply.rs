@@ -212,9 +212,18 @@ fn split_enhanced(text: &str, code: u16) -> (Option<StatusCode>, &str) {
 mod tests {
     use super::*;
 
+    /// Input, code, enhanced code, lines, bytes used.
+    type Case = (
+        &'static [u8],
+        u16,
+        Option<StatusCode>,
+        &'static [&'static str],
+        usize,
+    );
+
     #[test]
     fn parses_replies() {
-        let cases: &[(&[u8], u16, Option<StatusCode>, &[&str], usize)] = &[
+        let cases: &[Case] = &[
             (
                 b"220 mx.example ESMTP\r\n",
                 220,

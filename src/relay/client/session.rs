@@ -347,12 +347,12 @@ impl Session {
             all(tx, local(553, StatusCode(5, 1, 7), why));
             return false;
         }
-        if let Some(limit) = self.caps.size.filter(|&n| n > 0) {
-            if msg.body.len() as u64 > limit {
-                let why = format!("message too big for the server (SIZE {limit})");
-                all(tx, local(552, StatusCode(5, 3, 4), why));
-                return false;
-            }
+        if let Some(limit) = self.caps.size.filter(|&n| n > 0)
+            && msg.body.len() as u64 > limit
+        {
+            let why = format!("message too big for the server (SIZE {limit})");
+            all(tx, local(552, StatusCode(5, 3, 4), why));
+            return false;
         }
         let sender_utf8 = !msg.sender.is_ascii();
         let any_rcpt_utf8 = msg.recipients.iter().any(|r| !r.is_ascii());
