@@ -147,6 +147,7 @@ fn dot_stuffing_and_bare_lf_on_the_wire() {
     assert_eq!(txs[1].data, b"a\r\nb\r\n.c\r\nno end\r\n");
     // Both messages went over one connection.
     assert_eq!(rx.connections(), 1);
+    assert_eq!(rx.max_concurrent(), 1);
 }
 
 #[test]
@@ -431,4 +432,50 @@ fn against_aiosmtpd() {
         "{envelope}"
     );
     assert!(envelope.contains("sender@example.org"), "{envelope}");
+}
+
+#[test]
+fn reply_421_mid_transaction_defers_and_ends_the_connection() {
+    let rx = Receiver::start("127.0.0.2:0", Script::default());
+    let addr = rx.addr();
+    run(move || async move {
+        let mut client = open(addr, TlsMode::None).await;
+        let rcpts = ["perm-a@x.test", "b@x.test", "close-c@x.test", "d@x.test"];
+        let results = client.send(&msg(&rcpts, b"x\r\n")).await.unwrap();
+        assert_eq!(
+            codes(&results),
+            [
+                (550, Stage::Rcpt),
+                (421, Stage::Rcpt),
+                (421, Stage::Rcpt),
+                (421, Stage::Rcpt)
+            ]
+        );
+        let (status, _) = results[1].detail("receiver.test");
+        assert_eq!(status, DeliveryStatus::Deferred { counts: true });
+        assert!(!client.is_reusable());
+        client.quit().await;
+    });
+    assert!(rx.transactions().is_empty());
+}
+
+#[test]
+fn refused_connection_keeps_its_error_kind() {
+    // Bind then drop: nothing listens on this port any more.
+    let addr = std::net::TcpListener::bind("127.0.0.2:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    run(move || async move {
+        let err = connect(addr, "receiver.test", TlsMode::None, &default_settings())
+            .await
+            .err()
+            .expect("refused");
+        assert_eq!(err.stage, Stage::Connect);
+        assert!(
+            matches!(&err.kind, ClientErrorKind::Connect(e) if e.kind() == std::io::ErrorKind::ConnectionRefused),
+            "{err}"
+        );
+        assert_eq!(err.detail("x").1.code, StatusCode(4, 4, 1));
+    });
 }

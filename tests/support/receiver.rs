@@ -6,7 +6,8 @@
 //! Dropping the `Receiver` stops it and cuts every open connection.
 //!
 //! Recipients are answered by local part: `temp-...` gets `451 4.2.0`, `perm-...` gets
-//! `550 5.1.1`, anything else `250 2.1.5`. Everything else is set in [`Script`].
+//! `550 5.1.1`, `close-...` gets `421 4.3.2` and the connection is closed, anything else
+//! `250 2.1.5`. Everything else is set in [`Script`].
 #![allow(dead_code)]
 
 use std::io::{self, Read, Write};
@@ -405,6 +406,10 @@ fn serve(
                 Some(t) => {
                     let rcpt = text[8..].trim().to_string();
                     let local = rcpt.trim_start_matches('<').to_ascii_lowercase();
+                    if local.starts_with("close-") {
+                        lines.reply(script, "421 4.3.2 shutting down");
+                        return;
+                    }
                     if local.starts_with("temp-") {
                         "451 4.2.0 try again later".to_string()
                     } else if local.starts_with("perm-") {

@@ -91,7 +91,8 @@ pub async fn connect(
     let stream = match connected {
         None => return Err(ClientError::new(Stage::Connect, ClientErrorKind::Timeout)),
         Some(Err(e)) => {
-            let e = std::io::Error::other(e.to_string());
+            // Keeps the io::ErrorKind (ConnectionRefused, ...) for the caller.
+            let e = std::io::Error::from(e);
             return Err(ClientError::new(
                 Stage::Connect,
                 ClientErrorKind::Connect(e),
@@ -175,6 +176,13 @@ impl SmtpClient {
     /// Runs the session until it is ready, done or closed; writes what it asks first.
     async fn drive(&mut self, mut action: Action, body: &[u8]) -> Result<Action, ClientError> {
         loop {
+            if let Action::Fail(e) = action {
+                // The session's QUIT is a courtesy: a peer that already hung up must not turn
+                // its refusal into an I/O error.
+                let _ = self.flush().await;
+                self.session.abort();
+                return Err(e);
+            }
             self.flush().await?;
             action = match action {
                 Action::Read(wait) => {
@@ -193,10 +201,7 @@ impl SmtpClient {
                     }
                     Action::Read(Wait::Final)
                 }
-                Action::Fail(e) => {
-                    let _ = self.flush().await;
-                    return Err(e);
-                }
+                Action::Fail(e) => return Err(e),
                 done @ (Action::Ready | Action::Done(_) | Action::Closed) => return Ok(done),
             };
         }
