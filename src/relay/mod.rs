@@ -10,6 +10,7 @@
 //! - `client`: the SMTP client that talks to one remote server.
 //! - `verp`: qmail's variable envelope return paths.
 
+pub mod client;
 pub mod route;
 pub mod targets;
 pub mod verp;
