@@ -166,10 +166,12 @@ impl SmtpClient {
             let action = self.session.quit(&mut self.out);
             let _ = self.drive(action, &[]).await;
         }
+        // A peer that stopped reading must not hold the caller past the command clock.
+        let limit = self.settings.command_timeout;
         let _ = match &mut self.stream {
-            Stream::Plain(s) => s.close().await,
-            Stream::Tls(s) => s.close().await,
-            Stream::Gone => Ok(()),
+            Stream::Plain(s) => timed(limit, s.close()).await,
+            Stream::Tls(s) => timed(limit, s.close()).await,
+            Stream::Gone => None,
         };
     }
 

@@ -2,6 +2,7 @@
 //!
 //! - `reply`: parses the server's replies (sans-IO).
 //! - `capabilities`: what EHLO advertised.
+//! - `checks`: what is refused before sending (SIZE, SMTPUTF8, unsafe addresses).
 //! - `body`: the message as sent after DATA (CRLF, dot-stuffed, terminated).
 //! - `session`: the protocol as a state machine, no I/O: greeting, EHLO/HELO, STARTTLS,
 //!   pipelined or one-at-a-time transactions, per-recipient results.
@@ -11,6 +12,7 @@
 
 pub mod body;
 pub mod capabilities;
+mod checks;
 pub mod connection;
 pub mod outcome;
 pub mod reply;

@@ -16,6 +16,7 @@
 //!   every other one gets the 421 (deferred).
 
 use super::capabilities::Capabilities;
+use super::checks::{local, local_checks};
 use super::outcome::{ClientError, ClientErrorKind, RecipientResult, Stage};
 use super::reply::Reply;
 use crate::delivery::report::StatusCode;
@@ -283,7 +284,7 @@ impl Session {
             mail_ok: false,
             accepted: Vec::new(),
         };
-        let utf8 = self.local_checks(msg, &mut tx);
+        let utf8 = local_checks(&self.caps, msg, &mut tx.results);
         let to_send: Vec<usize> = (0..msg.recipients.len())
             .filter(|&i| tx.results.get(i).is_some_and(Option::is_none))
             .collect();
@@ -329,58 +330,6 @@ impl Session {
         out.extend_from_slice(b"QUIT\r\n");
         self.state = State::ExpectQuit;
         Action::Read(Wait::Command)
-    }
-
-    /// Local refusals (RFC 1870 SIZE, RFC 6531 SMTPUTF8, unsafe addresses). Returns whether
-    /// MAIL must carry the SMTPUTF8 parameter.
-    fn local_checks(&self, msg: &Outgoing<'_>, tx: &mut Transaction) -> bool {
-        let all = |tx: &mut Transaction, reply: Reply| {
-            for slot in &mut tx.results {
-                slot.get_or_insert(RecipientResult {
-                    reply: reply.clone(),
-                    stage: Stage::Local,
-                });
-            }
-        };
-        if !safe_address(msg.sender) {
-            let why = "sender address contains control characters";
-            all(tx, local(553, StatusCode(5, 1, 7), why));
-            return false;
-        }
-        if let Some(limit) = self.caps.size.filter(|&n| n > 0)
-            && msg.body.len() as u64 > limit
-        {
-            let why = format!("message too big for the server (SIZE {limit})");
-            all(tx, local(552, StatusCode(5, 3, 4), why));
-            return false;
-        }
-        let sender_utf8 = !msg.sender.is_ascii();
-        let any_rcpt_utf8 = msg.recipients.iter().any(|r| !r.is_ascii());
-        let needs_utf8 = msg.smtputf8 || sender_utf8 || any_rcpt_utf8;
-        let no_utf8 = local(
-            553,
-            StatusCode(5, 6, 7),
-            "the message needs SMTPUTF8 but the server does not offer it",
-        );
-        if needs_utf8 && !self.caps.smtputf8 && (msg.smtputf8 || sender_utf8) {
-            all(tx, no_utf8);
-            return false;
-        }
-        for (slot, rcpt) in tx.results.iter_mut().zip(msg.recipients) {
-            if !safe_address(rcpt) {
-                let why = "recipient address contains control characters";
-                *slot = Some(RecipientResult {
-                    reply: local(553, StatusCode(5, 1, 3), why),
-                    stage: Stage::Local,
-                });
-            } else if !rcpt.is_ascii() && !self.caps.smtputf8 {
-                *slot = Some(RecipientResult {
-                    reply: no_utf8.clone(),
-                    stage: Stage::Local,
-                });
-            }
-        }
-        needs_utf8 && self.caps.smtputf8
     }
 
     fn transaction_reply(
@@ -535,14 +484,4 @@ fn push_line(out: &mut Vec<u8>, parts: &[&str]) {
         out.extend_from_slice(part.as_bytes());
     }
     out.extend_from_slice(b"\r\n");
-}
-
-/// Nothing that could end the command line early or smuggle a second command (CR, LF, NUL and
-/// other controls), nor angle brackets that would end the path (RFC 5321 §4.1.2).
-fn safe_address(addr: &str) -> bool {
-    !addr.chars().any(|c| c.is_control() || c == '<' || c == '>')
-}
-
-fn local(code: u16, status: StatusCode, text: impl Into<String>) -> Reply {
-    Reply::new(code, Some(status), text)
 }

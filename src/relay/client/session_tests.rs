@@ -383,3 +383,14 @@ fn quit_and_unexpected_replies() {
     ));
     assert!(!t.session.is_reusable());
 }
+
+#[test]
+fn null_sender_for_bounces() {
+    let mut t = Transcript::ready(TlsMode::None, &["PIPELINING", "SIZE 0"]);
+    let rcpts = ["a@x.test"];
+    let mut bounce = msg(&rcpts, b"x\r\n");
+    bounce.sender = "";
+    let (_, out) = t.begin(&bounce);
+    // SIZE 0 is "no fixed limit": declared, never refused.
+    assert!(out.starts_with("MAIL FROM:<> SIZE=3\r\n"), "{out}");
+}
