@@ -27,7 +27,8 @@ pub fn scan(dir: &Path) -> Result<Vec<QueuedMessage>, QueueError> {
         let listing = recover::scan_shard(&entry.path())?;
         for seg in listing.segments {
             for (index, m) in seg.messages.into_iter().enumerate() {
-                if recover::is_finished(&m.states) {
+                // Finished, or replaced by a moved copy: only the live copy is listed.
+                if m.is_finished() {
                     continue;
                 }
                 out.push(QueuedMessage {

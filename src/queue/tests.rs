@@ -44,7 +44,10 @@ fn body(n: usize, len: usize) -> Vec<u8> {
 }
 
 fn opts(segment_size: u64) -> QueueOptions {
-    QueueOptions { segment_size }
+    QueueOptions {
+        segment_size,
+        ..QueueOptions::default()
+    }
 }
 
 async fn open(dir: &Path, segment_size: u64) -> (Rc<ShardQueue>, Vec<QueuedMessage>) {
