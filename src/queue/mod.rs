@@ -8,7 +8,7 @@
 //! |---|---|
 //! | `lock` | locked while a `ShardQueue` has the shard open |
 //! | `generation` | how many times this shard's queue was opened (written at each open) |
-//! | `seg-<id>.log` | message records (envelope + bytes), preallocated to `segment_size` |
+//! | `seg-<id>.log` | message records (envelope + bytes) and moved records (the same, plus the id of the older copy they replace and the recipient states they carry), preallocated to `segment_size` |
 //! | `seg-<id>.state` | recipient-state records for the messages of `seg-<id>.log` |
 //! | `free-<id>.log`, `free-<id>.state` | a retired segment's files, waiting to be recycled |
 //!
@@ -30,8 +30,9 @@
 //! | recipient `Pending` | state record `Deferred{attempts, next}` appended to `.state`, synced | recipient `Pending{attempts, next}` |
 //! | recipient `Pending` | state record `Delivered` / `Failed` appended, synced | recipient final |
 //! | queued, all recipients final | (no I/O: the last state record was the step) | **finished** |
+//! | queued in a sealed segment (old copy) | moved record (envelope, bytes, current states, old id) appended to the active `.log`, batch `fdatasync`'d | new copy **queued** with the carried states; old copy **finished** (moved) |
 //! | active segment, full | new segment's names renamed/created + directory `fsync` | old segment **sealed** (in memory only) |
-//! | sealed segment, all messages finished | rename `.log` then `.state` to `free-*` + directory `fsync` | **retired** (files free) |
+//! | sealed segment, all messages finished, no older segment its moved records point into left | rename `.log` then `.state` to `free-*` + directory `fsync` | **retired** (files free) |
 //! | free files | rename to `seg-<new id>.*` + directory `fsync` | new, empty segment |
 //!
 //! A crash between any two steps leaves a state recovery understands: a torn batch was never
@@ -39,9 +40,19 @@
 //! without a log, treated as free; a recycled file's old records carry the old id and are not
 //! read. Final states are terminal: `record` refuses to change them.
 //!
+//! A move (compaction, see `compact`) has one durable step, the moved record: recovery counts
+//! every copy that a moved record in a valid prefix replaces as finished. A crash before it is
+//! durable (a torn record is cut off) leaves the old copy live; after, the new one; never
+//! both, never neither. The old copy's segment has no final state for it, so the segment
+//! holding the moved record is kept until the old copy's segment is gone from disk (links only
+//! point backwards, to older segments): A -> B -> C keeps B's record for as long as A's
+//! segment exists. While a move is in flight, `record` on the old id waits for it, then records
+//! on the new copy.
+//!
 //! Recovery (`ShardQueue::open`) rebuilds every index from the files, retires segments whose
-//! messages are all finished, and keeps appending to the newest segment after its valid prefix
-//! with a new generation, so old intact records beyond the cut can never be mistaken for new.
+//! messages are all finished (replaced copies included), and keeps appending to the newest
+//! segment after its valid prefix with a new generation, so old intact records beyond the cut
+//! can never be mistaken for new.
 //!
 //! # Failure
 //!
@@ -539,5 +550,7 @@ impl ShardQueue {
     }
 }
 
+#[cfg(test)]
+mod compact_tests;
 #[cfg(test)]
 mod tests;
