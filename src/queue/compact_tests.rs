@@ -346,12 +346,22 @@ fn a_state_recorded_during_the_move_lands_on_the_new_copy() {
         let first = commit_range(&q, 0, 3, 2, BIG).await;
         commit_range(&q, 3, 4, 1, BIG).await;
         let m = first[0];
+        let active = q.inner.borrow().active.expect("an active segment");
+        let queued = || q.inner.borrow().segments[&active].messages.len();
+        let before = queued();
         let mover = {
             let q = q.clone();
             glommio::spawn_local(async move { q.move_forward(m).await })
         };
-        // Let the move start (it reads the old record, then waits for its batch).
-        futures_lite::future::yield_now().await;
+        // Let the move read the old record and queue its copy (states taken): from here on,
+        // a state recorded on the old copy alone would be lost with it.
+        for _ in 0..10_000 {
+            if queued() > before {
+                break;
+            }
+            glommio::timer::sleep(std::time::Duration::from_micros(100)).await;
+        }
+        assert_eq!(queued(), before + 1, "the moved record is queued");
         let moving = q.inner.borrow().segments[&m.segment].messages[0].moving;
         q.record(m, 1, Outcome::Delivered).await.expect("record");
         let moved = mover.await.expect("move");
