@@ -19,7 +19,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::future::poll_fn;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::task::{Poll, Waker};
 
@@ -192,7 +192,7 @@ impl ShardQueue {
         loop {
             // States are read and the record queued with no await in between, so the copy
             // carries exactly the states in memory now (`record` waits while we are moving).
-            let states = self.moving_states(id, recipients)?;
+            let states = self.moving_states(id, recipients, &old.path)?;
             let prefix = record::encode_moved_prefix(from, &states);
             let parts = [&prefix[..], message.message_payload];
             let appended =
@@ -214,6 +214,7 @@ impl ShardQueue {
         &self,
         id: MessageId,
         recipients: usize,
+        path: &Path,
     ) -> Result<Vec<RecipientState>, QueueError> {
         let inner = self.inner.borrow();
         let entry = inner
@@ -224,7 +225,7 @@ impl ShardQueue {
             .ok_or(QueueError::UnknownMessage(id))?;
         if entry.states.len() != recipients {
             return Err(QueueError::Corrupt {
-                path: self.dir.clone(),
+                path: path.to_path_buf(),
                 offset: entry.offset,
                 what: format!("message {id} has a different recipient count on disk"),
             });
