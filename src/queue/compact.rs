@@ -354,6 +354,10 @@ impl ShardQueue {
     ///   the history. The three-quarters bound keeps a segment that is nearly all live (a
     ///   backlog to one dead destination, a dedicated segment of one big message) from being
     ///   copied again every `compact_after_secs` for no space gained.
+    ///
+    /// A sealed segment's live share only falls, so once one message of it should move, all
+    /// its survivors should: a sweep empties the segments it starts on, and a segment kept
+    /// only for its links (see the module doc) does not wait on one that never empties.
     pub fn should_move(&self, id: MessageId) -> bool {
         let now = crate::clock::now_unix();
         let inner = self.inner.borrow();

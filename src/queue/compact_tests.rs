@@ -231,6 +231,15 @@ fn moving_twice_then_reopening_resurrects_neither_older_copy() {
         // Finishing x retires segment 1, and with it segment 2, which waited for it.
         q.record(x, 0, Outcome::Delivered).await.expect("record");
         assert_eq!(q.stats().segments, 1);
+        // A crash before those two retires: recovery redoes them (segment 1 first; segment 2,
+        // all finished, waits for it) and brings back neither a nor b.
+        drop(q);
+        unretire(&dir, "");
+        assert_eq!(logs(&dir, "seg-").len(), 3);
+        let (q, pending) = open(&dir, SEG).await;
+        assert_eq!(pending_ids(&pending), vec![s3[0], c]);
+        assert_eq!(q.stats().segments, 1);
+        assert_eq!(logs(&dir, "seg-").len(), 1);
         // The copy that moved into segment 3 is compacted in its turn: c -> d.
         commit_range(&q, 6, 8, 1, BIG).await;
         let d = q.move_forward(c).await.expect("move c");
