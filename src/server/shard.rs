@@ -59,6 +59,7 @@ async fn start(
     let config = &setup.config;
     let options = QueueOptions {
         segment_size: config.queue.segment_size_mib * 1024 * 1024,
+        ..QueueOptions::default()
     };
     let (queue, recovered) = ShardQueue::open(&config.queue_dir(), id as u16, options)
         .await
