@@ -222,10 +222,14 @@ fn notice_text(
 /// in them is a remote server's trick and becomes a space; the local text may span lines.
 fn reason_text(detail: &Detail) -> String {
     let one_line = |s: &str| s.replace(|c: char| c.is_control(), " ");
-    match (&detail.remote_mta, &detail.diagnostic) {
+    let reason = match (&detail.remote_mta, &detail.diagnostic) {
         (Some(mta), Some(reply)) => format!("{} said: {}", one_line(mta), one_line(reply)),
         (Some(mta), None) => format!("{}: {}", one_line(mta), detail.text),
         _ => detail.text.clone(),
+    };
+    match &detail.note {
+        Some(note) => format!("{reason}\n{note}"),
+        None => reason,
     }
 }
 
@@ -304,6 +308,7 @@ mod tests {
                     text: "mailbox full".to_string(),
                     remote_mta: Some("mx.y.test [192.0.2.9]".to_string()),
                     diagnostic: Some("552 5.2.2 <carol@y.test>: mailbox full".to_string()),
+                    note: None,
                 },
             ),
         ]
@@ -532,6 +537,7 @@ mod tests {
                 text: "no\r\nBcc: eve@evil.test".to_string(),
                 remote_mta: Some("mx\r\nX-Evil: 1 [192.0.2.1]".to_string()),
                 diagnostic: Some("550 no\r\nStatus: 2.0.0".to_string()),
+                note: None,
             },
         )];
         let mut sender = original("alice@a.test\r\nBcc: eve@evil.test");

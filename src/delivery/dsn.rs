@@ -172,6 +172,7 @@ mod tests {
             text: "text".to_string(),
             remote_mta: mta.map(str::to_string),
             diagnostic: diagnostic.map(str::to_string),
+            note: None,
         }
     }
 

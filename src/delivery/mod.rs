@@ -7,9 +7,12 @@
 //! - `retry`: qmail's quadratic retry schedule and the queue lifetime.
 //! - `bounce`: the notice (RFC 3464 DSN) sent back when a recipient failed for good, or is late.
 //! - `dsn`: the `message/delivery-status` part of that notice.
+//! - `transport`: the seam every way out implements (local Maildir, remote via its owner).
+//! - `control`: the scheduler's answers to the control socket (flush, pause, delete, ...).
 //! - `scheduler`: decides what to deliver when, using the parts above.
 
 pub mod bounce;
+mod control;
 pub mod dsn;
 pub mod local;
 pub mod maildir;
@@ -17,3 +20,5 @@ mod maildir_batch;
 pub mod report;
 pub mod retry;
 pub mod scheduler;
+mod signal;
+pub mod transport;

@@ -11,6 +11,8 @@
 //! - `verp`: qmail's variable envelope return paths.
 
 pub mod client;
+pub mod destination;
+pub mod owner;
 pub mod route;
 pub mod targets;
 pub mod verp;

@@ -1,9 +1,9 @@
 //! Running the server: take the data directory's lock, start one shard per CPU, let each open its
 //! slice of the queue and its listeners, and on SIGTERM/SIGINT shut everything down in order.
 
-mod control;
 mod listeners;
 pub mod policy;
+mod relay;
 mod shard;
 
 use crate::config::Config;
@@ -23,6 +23,8 @@ pub enum ServerError {
     Tls(String),
     /// A shard failed (queue unreadable, listener lost, panic).
     Shard(String),
+    /// The resolver could not be set up (no usable nameserver).
+    Dns(String),
 }
 
 impl fmt::Display for ServerError {
@@ -32,6 +34,7 @@ impl fmt::Display for ServerError {
             ServerError::Listen(m) => write!(f, "listen: {m}"),
             ServerError::Tls(m) => write!(f, "tls: {m}"),
             ServerError::Shard(m) => write!(f, "shard: {m}"),
+            ServerError::Dns(m) => write!(f, "dns: {m}"),
         }
     }
 }
@@ -61,6 +64,8 @@ pub struct Setup {
     /// Control requests (flush, pause, ...) from the control socket; shard `i` serves
     /// `control[i]`.
     pub control: Vec<flume::Receiver<crate::control::ControlMessage>>,
+    /// The DNS resolver (on the sidecar thread), shared by every shard's destination owner.
+    pub resolver: crate::dns::Resolver,
 }
 
 /// Runs the server until it is told to stop. Returns once every shard has shut down.
@@ -100,11 +105,13 @@ pub fn run(mut config: Config) -> Result<(), ServerError> {
             .unwrap_or(1),
         n => n,
     };
-    // The control socket is (re)created only now that the lock is ours, so a second server
-    // never unlinks the first one's socket. Both live until `run` returns; the socket is
-    // dropped (removed) first.
+    // The sidecar thread runs the resolver and the control socket; both live until `run`
+    // returns. The control socket is (re)created only now that the lock is ours, so a second
+    // server never unlinks the first one's socket; it is dropped (removed) first.
     let sidecar = crate::sidecar::Sidecar::start()
         .map_err(|e| ServerError::Shard(format!("cannot start the sidecar thread: {e}")))?;
+    let resolver = crate::dns::Resolver::start(&sidecar, &relay::dns_settings(&config))
+        .map_err(|e| ServerError::Dns(e.to_string()))?;
     let (control_senders, control) = crate::control::channels(shard_count);
     let socket = crate::control::socket_path(data_dir);
     let _control = crate::control::ControlServer::start(&sidecar, &socket, control_senders)
@@ -115,11 +122,12 @@ pub fn run(mut config: Config) -> Result<(), ServerError> {
         tls,
         blocking,
         control,
+        resolver,
     });
 
     let shard_setup = Arc::clone(&setup);
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    let set = shards::start::<(), _, _>(
+    let set = shards::start::<crate::relay::owner::MeshMessage, _, _>(
         shards::ShardSetConfig {
             shard_count,
             pin_to_cpus: true,

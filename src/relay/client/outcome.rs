@@ -90,6 +90,7 @@ impl ClientError {
             text,
             remote_mta: Some(remote_mta.to_string()),
             diagnostic: None,
+            note: None,
         };
         (DeliveryStatus::Deferred { counts: true }, detail)
     }
@@ -138,6 +139,7 @@ fn reply_detail(reply: &Reply, remote_mta: &str) -> (DeliveryStatus, Detail) {
         text: reply.text(),
         remote_mta: Some(remote_mta.to_string()),
         diagnostic: Some(reply.to_string()),
+        note: None,
     };
     (status, detail)
 }
