@@ -9,6 +9,7 @@
 //! - `config`: the TOML configuration, read and validated once.
 //! - `relay`: remote delivery: the route step, destination owners, the SMTP client.
 //! - `sidecar`: the tokio thread for DNS and the control socket.
+//! - `control`: queue control on the running server (flush, delete, bounce, pause, resume).
 //! - `server`: one shard's wiring: listeners, queue, scheduler, shutdown.
 //! - `cli`: the `ringmail` command line.
 
@@ -17,7 +18,9 @@ pub mod blocking;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod control;
 pub mod delivery;
+pub mod dns;
 pub mod envelope;
 pub mod logging;
 pub mod mailbox;

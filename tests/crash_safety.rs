@@ -4,8 +4,11 @@
 //! reported, not failed: the promise is "never lose", and qmail makes the same one.
 
 mod common;
+#[path = "support/receiver.rs"]
+mod receiver;
 
 use common::{Server, base_config, client_script, test_dir};
+use receiver::{Receiver, Script};
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -192,5 +195,73 @@ fn sigterm_under_load_loses_nothing_and_duplicates_nothing() {
     assert!(
         duplicated.is_empty(),
         "graceful stop duplicated {duplicated:?}"
+    );
+}
+
+#[test]
+fn every_acknowledged_relay_message_reaches_the_receiver_after_sigkill() {
+    // The same crash, with every message relayed to a remote receiver through a smarthost
+    // route: the queue, the mesh handoff and the SMTP client all sit between 250 and delivery.
+    let dir = test_dir("relay-crash");
+    let receiver = Receiver::start(
+        "127.0.0.30:0",
+        Script {
+            pipelining: true,
+            ..Script::default()
+        },
+    );
+    let config = base_config(
+        &dir,
+        "relay_networks = [\"127.0.0.0/8\"]",
+        &format!(
+            "[dns]\nnameservers = [\"127.0.0.1:9\"]\n\n[relay]\nroutes = {{ \"*\" = \"{}\" }}\n",
+            receiver.addr()
+        ),
+    );
+    let mut server = Server::start(&dir, &config);
+    let mut blaster = start_blaster(&server, MESSAGES, CLIENTS, "far@remote.test");
+    let nanos = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    let kill_at = 200 + (nanos as usize % 1200);
+    let acknowledged = acknowledged_around(&mut blaster, kill_at, || server.kill9());
+    let server = Server::start_with(&dir, &server.config_path.clone());
+    let received = |receiver: &Receiver| -> HashMap<String, usize> {
+        let mut seen = HashMap::new();
+        for t in receiver.transactions() {
+            let text = String::from_utf8_lossy(&t.data).into_owned();
+            if let Some(token) = text.lines().find_map(|l| l.strip_prefix("Subject: ")) {
+                *seen.entry(token.trim().to_string()).or_insert(0) += 1;
+            }
+        }
+        seen
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !acknowledged
+        .iter()
+        .all(|t| received(&receiver).contains_key(t))
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let delivered = received(&receiver);
+    let lost: Vec<&String> = acknowledged
+        .iter()
+        .filter(|t| !delivered.contains_key(*t))
+        .collect();
+    eprintln!(
+        "relay: killed after {} acknowledged; {} distinct received, {} duplicated",
+        acknowledged.len(),
+        delivered.len(),
+        delivered.values().filter(|n| **n > 1).count()
+    );
+    assert!(!acknowledged.is_empty(), "log:\n{}", server.log());
+    assert!(
+        lost.is_empty(),
+        "{} acknowledged messages never reached the receiver, e.g. {:?}; log:\n{}",
+        lost.len(),
+        &lost[..lost.len().min(5)],
+        server.log()
     );
 }

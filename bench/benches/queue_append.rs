@@ -30,6 +30,7 @@ fn timed_commits(commits: u64, committers: u64) -> Duration {
         .spawn(move || async move {
             let opts = QueueOptions {
                 segment_size: 64 << 20,
+                ..QueueOptions::default()
             };
             let (queue, _) = ShardQueue::open(&run_dir, 0, opts)
                 .await

@@ -14,10 +14,12 @@ struct Policy;
 
 impl RecipientPolicy for Policy {
     fn check_recipient(&self, _peer: &PeerInfo, address: &str) -> RcptVerdict {
-        match address.len() % 4 {
+        match address.len() % 6 {
             0 => RcptVerdict::Accept,
             1 => RcptVerdict::UnknownUser,
             2 => RcptVerdict::RelayDenied,
+            3 => RcptVerdict::BadAddress,
+            4 => RcptVerdict::BadDestination,
             _ => RcptVerdict::TempFail("busy".into()),
         }
     }
@@ -31,6 +33,7 @@ fuzz_target!(|data: &[u8]| {
     let peer = PeerInfo {
         remote: "192.0.2.1:4000".parse().unwrap(),
         local: "192.0.2.2:25".parse().unwrap(),
+        authenticated: false,
     };
     let mut session = Session::new(Rc::clone(&config), peer);
     let cx = Context {

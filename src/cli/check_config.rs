@@ -19,6 +19,16 @@ pub fn run(file: &Path) -> Result<ExitCode, ExitCode> {
     );
     println!("  local domains {}", config.local.domains.join(", "));
     println!("  mail root     {}", config.mail_root().display());
+    // Who may relay is the setting most worth a second look: an open relay is abused in hours.
+    println!(
+        "  relay from    {}",
+        if config.smtp.relay_networks.is_empty() {
+            "(nobody: only local domains and rcpthosts)".to_string()
+        } else {
+            config.smtp.relay_networks.join(", ")
+        }
+    );
+    println!("  rcpthosts     {}", list_or_none(&config.smtp.rcpthosts));
     Ok(ExitCode::SUCCESS)
 }
 

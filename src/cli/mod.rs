@@ -4,8 +4,11 @@
 mod check_config;
 mod passwd;
 mod queue;
+mod queue_control;
 mod serve;
 
+use crate::control::ControlRequest;
+use crate::queue::MessageId;
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -15,15 +18,21 @@ QUICK START:
     ringmail serve                     # embedded default: SMTP 127.0.0.1:2525, POP3 127.0.0.1:2110
     python3 -c 'import smtplib; smtplib.SMTP(\"127.0.0.1\", 2525).sendmail(\"me@localhost\", [\"bob@example.test\"], \"Subject: hi\\r\\n\\r\\nhello\\r\\n\")'
     ls ringmail-data/mail/example.test/bob/Maildir/new/
+    ringmail queue list                # what is queued; `ringmail queue flush` retries it now
 
 FILES:
     <data_dir>/queue/     the durable queue (one directory per shard)
     <data_dir>/mail/      default mail root: <domain>/<user>/Maildir
     <data_dir>/passwd     built-in POP3 user database (argon2id hashes)
     <data_dir>/lock       held by the running server; a second one refuses to start
+    <data_dir>/control.sock  the running server's control socket (mode 0600), used by
+                          `ringmail queue flush|delete|bounce|pause|resume|status`; created
+                          at start, removed at shutdown
 
 EXIT STATUS:
-    0 success; 1 runtime error (message on stderr); 2 usage or configuration error.
+    0 success; 1 runtime error (message on stderr), including a queue control request the
+    server refused or no running server to ask; 2 usage or configuration error (a malformed
+    message id included).
 
 See README.md for the configuration reference.";
 
@@ -60,7 +69,8 @@ Prints `FILE: ok` and a summary, or the first error with its file, line and key,
         file: PathBuf,
     },
 
-    /// Inspect the queue (works on a running or a stopped server's data directory).
+    /// Inspect the queue (stat, list: running or stopped server), or control delivery on the
+    /// running server (flush, delete, bounce, pause, resume, status).
     #[command(subcommand)]
     Queue(QueueCommand),
 
@@ -76,7 +86,76 @@ pub enum QueueCommand {
     /// List every queued message: id, date, size, sender, each recipient and its state (like
     /// qmail-qread).
     List(ConfigArg),
+
+    /// Retry every deferred recipient now (like qmailctl flush, postqueue -f). Needs the
+    /// running server.
+    #[command(long_about = "\
+Ask the running server to retry every deferred recipient now, ignoring the retry schedule \
+(qmailctl flush, postqueue -f). Prints how many recipients were scheduled; the deliveries \
+themselves happen afterwards, as usual.")]
+    #[command(after_help = CONTROL_HELP)]
+    Flush(ConfigArg),
+
+    /// Drop a message without a bounce (like postsuper -d). Needs the running server.
+    #[command(long_about = "\
+Ask the running server to drop the message ID: every recipient not yet delivered is marked \
+failed, and no bounce is sent to the sender. Recipients already delivered stay delivered. \
+ID is a message id as `ringmail queue list` prints it, e.g. 1a.0.3.")]
+    #[command(after_help = CONTROL_HELP)]
+    Delete {
+        /// The message id, as printed by `ringmail queue list` (<hex>.<shard>.<index>).
+        #[arg(value_name = "ID")]
+        id: MessageId,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+
+    /// Give up on a message and bounce it to its sender. Needs the running server.
+    #[command(long_about = "\
+Ask the running server to give up on the message ID: every recipient not yet delivered is \
+returned to the sender in a bounce saying the message was deleted by the postmaster. \
+ID is a message id as `ringmail queue list` prints it, e.g. 1a.0.3.")]
+    #[command(after_help = CONTROL_HELP)]
+    Bounce {
+        /// The message id, as printed by `ringmail queue list` (<hex>.<shard>.<index>).
+        #[arg(value_name = "ID")]
+        id: MessageId,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+
+    /// Stop delivering; mail is still accepted and queued (like qmailctl pause, Postfix hold).
+    #[command(long_about = "\
+Ask the running server to stop starting deliveries, on every shard. Deliveries already under \
+way finish; SMTP keeps accepting mail, which waits in the queue until `ringmail queue resume`. \
+A restart resumes delivery.")]
+    #[command(after_help = CONTROL_HELP)]
+    Pause(ConfigArg),
+
+    /// Start delivering again after `queue pause`. Needs the running server.
+    #[command(after_help = CONTROL_HELP)]
+    Resume(ConfigArg),
+
+    /// Ask the running server whether delivery is paused, and how much is pending per shard.
+    #[command(long_about = "\
+Ask the running server whether delivery is running or paused, and how many recipients each \
+shard has pending. (`ringmail queue stat` counts from the queue files instead, and works \
+without a running server.)")]
+    #[command(after_help = CONTROL_HELP)]
+    Status(ConfigArg),
 }
+
+/// The common part of every queue control command's help.
+const CONTROL_HELP: &str = "\
+This command talks to the running server through <data_dir>/control.sock (the data directory \
+comes from --config, or ./ringmail-data for the embedded default), so it needs the server to \
+be running, and permission to open the socket (mode 0600: the server's user).
+
+EXIT STATUS:
+    0 the server carried out the request (its answer is printed on stdout);
+    1 the server refused or failed it (its answer is printed on stderr), it did not answer in
+      time, or no server is running on the data directory;
+    2 usage or configuration error, including a malformed message id.";
 
 #[derive(Debug, Subcommand)]
 pub enum PasswdCommand {
@@ -136,6 +215,20 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::CheckConfig { file } => check_config::run(&file),
         Command::Queue(QueueCommand::Stat(arg)) => queue::stat(&arg),
         Command::Queue(QueueCommand::List(arg)) => queue::list(&arg),
+        Command::Queue(QueueCommand::Flush(arg)) => queue_control::run(&arg, ControlRequest::Flush),
+        Command::Queue(QueueCommand::Delete { id, config }) => {
+            queue_control::run(&config, ControlRequest::Delete(id))
+        }
+        Command::Queue(QueueCommand::Bounce { id, config }) => {
+            queue_control::run(&config, ControlRequest::Bounce(id))
+        }
+        Command::Queue(QueueCommand::Pause(arg)) => queue_control::run(&arg, ControlRequest::Pause),
+        Command::Queue(QueueCommand::Resume(arg)) => {
+            queue_control::run(&arg, ControlRequest::Resume)
+        }
+        Command::Queue(QueueCommand::Status(arg)) => {
+            queue_control::run(&arg, ControlRequest::Status)
+        }
         Command::Passwd(PasswdCommand::Add { address, config }) => passwd::add(&config, &address),
         Command::Passwd(PasswdCommand::Del { address, config }) => passwd::del(&config, &address),
         Command::Passwd(PasswdCommand::List(arg)) => passwd::list(&arg),

@@ -155,6 +155,9 @@ pub struct QueueSection {
     /// Message bytes a shard keeps in memory for deliveries waiting to start, in MiB; beyond it,
     /// accepted messages are read back from the queue when their turn comes.
     pub memory_budget_mib: u64,
+    /// A waiting message in a segment sealed this long ago is moved forward into the active
+    /// segment (if that frees most of the old one), so disk use follows the live mail.
+    pub compact_after_secs: u64,
     /// Send the sender a delay notice (RFC 3464 `Action: delayed`) once a recipient has been
     /// deferred this many seconds; 0 (the default) sends none.
     pub delay_notice_secs: u64,
@@ -167,6 +170,7 @@ impl Default for QueueSection {
             queue_lifetime_secs: 604_800,
             delivery_concurrency: 64,
             memory_budget_mib: 256,
+            compact_after_secs: 3600,
             delay_notice_secs: 0,
         }
     }

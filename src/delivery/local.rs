@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use crate::delivery::maildir::{self, MaildirError};
 use crate::envelope::Envelope;
 use crate::mailbox::maildir_for;
+use crate::relay::verp::verp_sender;
 
 /// How one local delivery ended. The strings are reasons for the log and, when permanent, for
 /// the bounce: one line, ending in an enhanced status code (RFC 3463) as qmail writes them.
@@ -72,12 +73,15 @@ fn outcome_for(e: &MaildirError) -> LocalOutcome {
 }
 
 /// The header lines qmail-local puts on top of a delivered message. CR and LF are dropped from
-/// the addresses so that nothing from the envelope can start a header line of its own.
+/// the addresses so that nothing from the envelope can start a header line of its own. A VERP
+/// sender (`prefix-@domain-@[]`) shows as this recipient's own return path, as qmail does:
+/// that is the address a reply to the bounce-handling address must reach.
 pub fn delivery_prefix(sender: &str, recipient: &str) -> String {
     let clean = |s: &str| s.replace(['\r', '\n'], "");
+    let return_path = verp_sender(sender, recipient).unwrap_or_else(|| sender.to_string());
     format!(
         "Return-Path: <{}>\nDelivered-To: {}\n",
-        clean(sender),
+        clean(&return_path),
         clean(recipient)
     )
 }
@@ -189,6 +193,19 @@ mod tests {
         assert_eq!(
             delivery_prefix("a\r\nBcc: c@z@x", "b@y"),
             "Return-Path: <aBcc: c@z@x>\nDelivered-To: b@y\n"
+        );
+        // qmail's VERP: the return path names this recipient.
+        assert_eq!(
+            delivery_prefix("list-@lists.test-@[]", "Bob+x@y.test"),
+            "Return-Path: <list-Bob+x=y.test@lists.test>\nDelivered-To: Bob+x@y.test\n"
+        );
+        assert_eq!(
+            delivery_prefix("list-@lists.test-@[]", "\"b c\"@y.test"),
+            "Return-Path: <list-@lists.test>\nDelivered-To: \"b c\"@y.test\n"
+        );
+        assert_eq!(
+            delivery_prefix("#@[]", "postmaster@y.test"),
+            "Return-Path: <#@[]>\nDelivered-To: postmaster@y.test\n"
         );
     }
 

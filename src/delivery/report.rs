@@ -34,6 +34,9 @@ pub struct Detail {
     /// The remote's reply, all lines joined with spaces, e.g. `550 5.1.1 <x@y>: no such user`
     /// (`Diagnostic-Code: smtp; ...`); `None` when no server answered.
     pub diagnostic: Option<String>,
+    /// Our own last word after the rest, e.g. why we gave up (qmail's "I'm not going to try
+    /// again; this message has been in the queue too long.").
+    pub note: Option<String>,
 }
 
 impl Detail {
@@ -44,6 +47,7 @@ impl Detail {
             text: text.into(),
             remote_mta: None,
             diagnostic: None,
+            note: None,
         }
     }
 }
@@ -51,9 +55,13 @@ impl Detail {
 impl fmt::Display for Detail {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match (&self.remote_mta, &self.diagnostic) {
-            (Some(mta), Some(reply)) => write!(f, "{mta} said: {reply}"),
-            (Some(mta), None) => write!(f, "{mta}: {}", self.text),
-            _ => f.write_str(&self.text),
+            (Some(mta), Some(reply)) => write!(f, "{mta} said: {reply}")?,
+            (Some(mta), None) => write!(f, "{mta}: {}", self.text)?,
+            _ => f.write_str(&self.text)?,
+        }
+        match &self.note {
+            Some(note) => write!(f, " {note}"),
+            None => Ok(()),
         }
     }
 }

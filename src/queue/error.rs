@@ -63,6 +63,15 @@ pub enum QueueError {
         /// The recipient index.
         recipient: usize,
     },
+    /// `move_forward` refused: the message cannot be moved now (not yet durable, finished,
+    /// already being moved, or in the active segment). The caller's mistake or a race; the
+    /// message itself is unharmed.
+    NotMovable {
+        /// The message.
+        id: MessageId,
+        /// Why not.
+        why: &'static str,
+    },
     /// A stored record did not verify when read back (bad magic, CRC, length or payload).
     Corrupt {
         /// The file.
@@ -124,6 +133,9 @@ impl fmt::Display for QueueError {
             }
             QueueError::AlreadyFinal { id, recipient } => {
                 write!(f, "queue: recipient {recipient} of {id} is already final")
+            }
+            QueueError::NotMovable { id, why } => {
+                write!(f, "queue: cannot move {id}: {why}")
             }
             QueueError::Corrupt { path, offset, what } => write!(
                 f,

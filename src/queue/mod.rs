@@ -8,7 +8,7 @@
 //! |---|---|
 //! | `lock` | locked while a `ShardQueue` has the shard open |
 //! | `generation` | how many times this shard's queue was opened (written at each open) |
-//! | `seg-<id>.log` | message records (envelope + bytes), preallocated to `segment_size` |
+//! | `seg-<id>.log` | message records (envelope + bytes) and moved records (the same, plus the id of the older copy they replace and the recipient states they carry), preallocated to `segment_size` |
 //! | `seg-<id>.state` | recipient-state records for the messages of `seg-<id>.log` |
 //! | `free-<id>.log`, `free-<id>.state` | a retired segment's files, waiting to be recycled |
 //!
@@ -30,8 +30,9 @@
 //! | recipient `Pending` | state record `Deferred{attempts, next}` appended to `.state`, synced | recipient `Pending{attempts, next}` |
 //! | recipient `Pending` | state record `Delivered` / `Failed` appended, synced | recipient final |
 //! | queued, all recipients final | (no I/O: the last state record was the step) | **finished** |
+//! | queued in a sealed segment (old copy) | moved record (envelope, bytes, current states, old id) appended to the active `.log`, batch `fdatasync`'d | new copy **queued** with the carried states; old copy **finished** (moved) |
 //! | active segment, full | new segment's names renamed/created + directory `fsync` | old segment **sealed** (in memory only) |
-//! | sealed segment, all messages finished | rename `.log` then `.state` to `free-*` + directory `fsync` | **retired** (files free) |
+//! | sealed segment, all messages finished, no older segment its moved records point into left | rename `.log` then `.state` to `free-*` + directory `fsync` | **retired** (files free) |
 //! | free files | rename to `seg-<new id>.*` + directory `fsync` | new, empty segment |
 //!
 //! A crash between any two steps leaves a state recovery understands: a torn batch was never
@@ -39,9 +40,19 @@
 //! without a log, treated as free; a recycled file's old records carry the old id and are not
 //! read. Final states are terminal: `record` refuses to change them.
 //!
+//! A move (compaction, see `compact`) has one durable step, the moved record: recovery counts
+//! every copy that a moved record in a valid prefix replaces as finished. A crash before it is
+//! durable (a torn record is cut off) leaves the old copy live; after, the new one; never
+//! both, never neither. The old copy's segment has no final state for it, so the segment
+//! holding the moved record is kept until the old copy's segment is gone from disk (links only
+//! point backwards, to older segments): A -> B -> C keeps B's record for as long as A's
+//! segment exists. While a move is in flight, `record` on the old id waits for it, then records
+//! on the new copy.
+//!
 //! Recovery (`ShardQueue::open`) rebuilds every index from the files, retires segments whose
-//! messages are all finished, and keeps appending to the newest segment after its valid prefix
-//! with a new generation, so old intact records beyond the cut can never be mistaken for new.
+//! messages are all finished (replaced copies included), and keeps appending to the newest
+//! segment after its valid prefix with a new generation, so old intact records beyond the cut
+//! can never be mistaken for new.
 //!
 //! # Failure
 //!
@@ -56,6 +67,7 @@
 //! sealed at once; records are limited to 4 GiB by the length field (`QueueError::TooLarge`).
 
 mod commit;
+mod compact;
 mod error;
 mod open;
 mod record;
@@ -65,12 +77,13 @@ mod segment;
 mod types;
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
 use crate::envelope::Envelope;
 
 use commit::Batcher;
+use compact::Settled;
 use record::{HEADER_LEN, Kind, MAX_PAYLOAD, StateChange};
 use segment::{FreeFiles, MessageEntry, Segment};
 
@@ -86,12 +99,16 @@ const FREE_KEPT: usize = 4;
 /// Mutable state of one shard's queue (touched only between awaits).
 struct Inner {
     segments: BTreeMap<u64, Segment>,
+    /// Removed from `segments`, files not yet durably renamed: still on disk for whoever
+    /// links to them (see `Segment::links`).
+    retiring: BTreeSet<u64>,
     active: Option<u64>,
     free: Vec<FreeFiles>,
     next_segment_id: u64,
     closed: bool,
     messages_pending: u64,
     commits: u64,
+    moved: u64,
 }
 
 /// One shard's queue. `!Send`: it lives on its shard's executor and uses glommio file I/O.
@@ -108,6 +125,8 @@ pub struct ShardQueue {
     batcher: Batcher,
     /// Serializes rollovers (creating a segment awaits; concurrent commits wait here).
     rollover: glommio::sync::Semaphore,
+    /// Signalled whenever a move settles, for `record` calls waiting on a moving message.
+    moves: Settled,
 }
 
 impl ShardQueue {
@@ -129,7 +148,17 @@ impl ShardQueue {
         }
         let record_len = HEADER_LEN as u64 + payload_len;
         let (segment, index, batch) = loop {
-            if let Some(reserved) = self.try_append(&head, message, record_len, envelope)? {
+            let states = vec![
+                RecipientState::Pending {
+                    attempts: 0,
+                    next_attempt: 0
+                };
+                envelope.recipients.len()
+            ];
+            let parts = [&head[..], message];
+            if let Some(reserved) =
+                self.try_append(Kind::Message, &parts, record_len, states, None)?
+            {
                 break reserved;
             }
             self.roll_over(record_len).await?;
@@ -167,22 +196,24 @@ impl ShardQueue {
             }
             Err(e) => {
                 // It never existed; it must not hold the segment back from retiring.
-                entry.finished = true;
-                seg.unfinished -= 1;
+                seg.finish(id.index);
                 seg.failed = true;
-                seg.sealed = true;
+                seg.seal();
                 Err(e)
             }
         }
     }
 
-    /// Reserves room in the active segment and queues the record; `None` when it does not fit.
+    /// Reserves room in the active segment and queues a message record (`Message` or `Moved`)
+    /// whose recipients start in `states`; `None` when it does not fit. `link` is the older
+    /// segment a moved record points into.
     fn try_append(
         &self,
-        head: &[u8],
-        message: &[u8],
+        kind: Kind,
+        parts: &[&[u8]],
         record_len: u64,
-        envelope: &Envelope,
+        states: Vec<RecipientState>,
+        link: Option<u64>,
     ) -> Result<Option<(u64, u32, u64)>, QueueError> {
         let mut inner = self.inner.borrow_mut();
         if inner.closed {
@@ -202,30 +233,23 @@ impl ShardQueue {
         };
         let mut bytes = Vec::new();
         record::encode(
-            Kind::Message,
+            kind,
             seg.id,
             seg.next_log_seq,
             self.generation,
-            &[head, message],
+            parts,
             &mut bytes,
         );
         let pos = seg.log_end;
         seg.log_end += record_len;
         seg.next_log_seq += 1;
         seg.unfinished += 1;
-        seg.messages.push(MessageEntry {
-            offset: pos,
-            record_len,
-            states: vec![
-                RecipientState::Pending {
-                    attempts: 0,
-                    next_attempt: 0
-                };
-                envelope.recipients.len()
-            ],
-            durable: false,
-            finished: false,
-        });
+        seg.live_bytes += record_len;
+        // Recorded before the record is durable: holding a segment a little longer is safe,
+        // retiring it while a durable link depends on it is not.
+        seg.links.extend(link);
+        seg.messages
+            .push(MessageEntry::new(pos, record_len, states));
         let batch = self.batcher.enqueue(&seg.log, &seg.log_path, pos, bytes);
         Ok(Some((seg.id, index, batch)))
     }
@@ -261,18 +285,18 @@ impl ShardQueue {
             )
         };
         let seg = Segment::create(&self.dir, id, capacity, recycle).await?;
-        let old = {
+        let old_done = {
             let mut inner = self.inner.borrow_mut();
             inner.segments.insert(id, seg);
             inner.active = Some(id);
-            old.and_then(|o| {
-                let s = inner.segments.get_mut(&o)?;
-                s.sealed = true;
-                (s.unfinished == 0 && !s.failed).then_some(o)
-            })
+            old.and_then(|o| inner.segments.get_mut(&o))
+                .is_some_and(|s| {
+                    s.seal();
+                    s.unfinished == 0
+                })
         };
-        if let Some(o) = old {
-            self.retire(o).await?;
+        if old_done {
+            self.retire_ready().await?;
         }
         Ok(())
     }
@@ -287,6 +311,9 @@ impl ShardQueue {
         outcome: Outcome,
     ) -> Result<(), QueueError> {
         let state = RecipientState::from(outcome);
+        // A message being moved takes its states along: wait for the move, then record on
+        // the new copy (see `compact`).
+        let id = self.follow_moves(id).await?;
         let (batch, previous, finished) = {
             let mut inner = self.inner.borrow_mut();
             if inner.closed {
@@ -316,8 +343,7 @@ impl ShardQueue {
             let previous = std::mem::replace(slot, state);
             let finished = entry.states.iter().all(|s| s.is_final());
             if finished {
-                entry.finished = true;
-                seg.unfinished -= 1;
+                seg.finish(id.index);
             }
             let payload = record::encode_state(&StateChange {
                 index: id.index,
@@ -373,14 +399,13 @@ impl ShardQueue {
             };
             if let Err(e) = result {
                 seg.failed = true;
-                seg.sealed = true;
+                seg.seal();
                 if let Some(entry) = seg.messages.get_mut(id.index as usize) {
                     if let Some(slot) = entry.states.get_mut(recipient) {
                         *slot = previous;
                     }
                     if finished {
-                        entry.finished = false;
-                        seg.unfinished += 1;
+                        seg.unfinish(id.index);
                         inner.messages_pending += 1;
                     }
                 }
@@ -389,9 +414,34 @@ impl ShardQueue {
             finished && seg.sealed && seg.unfinished == 0
         };
         if retire {
-            self.retire(id.segment).await?;
+            self.retire_ready().await?;
         }
         Ok(())
+    }
+
+    /// Retires every segment that may go, oldest first, until none is left: sealed, not
+    /// failed, all messages finished, and no older segment it links to still on disk (its
+    /// moved records are what finishes their copies there). Retiring one can free another
+    /// that links to it, hence the loop.
+    async fn retire_ready(&self) -> Result<(), QueueError> {
+        loop {
+            let next = {
+                let inner = self.inner.borrow();
+                let on_disk =
+                    |id: &u64| inner.segments.contains_key(id) || inner.retiring.contains(id);
+                inner
+                    .segments
+                    .values()
+                    .find(|s| {
+                        s.sealed && !s.failed && s.unfinished == 0 && !s.links.iter().any(on_disk)
+                    })
+                    .map(|s| s.id)
+            };
+            match next {
+                Some(id) => self.retire(id).await?,
+                None => return Ok(()),
+            }
+        }
     }
 
     /// Retires a sealed segment whose messages are all finished: its files become free.
@@ -402,11 +452,16 @@ impl ShardQueue {
             if inner.segments.remove(&id).is_none() {
                 return Ok(());
             }
+            // Until the renames are durable (or forever, if they fail) its files may still be
+            // found by a recovery: segments linking to it must wait.
+            inner.retiring.insert(id);
             inner.free.len() < FREE_KEPT
         };
         segment::retire_files(&self.dir, id, keep).await?;
+        let mut inner = self.inner.borrow_mut();
+        inner.retiring.remove(&id);
         if keep {
-            self.inner.borrow_mut().free.push(FreeFiles {
+            inner.free.push(FreeFiles {
                 id,
                 log: true,
                 state: true,
@@ -449,11 +504,12 @@ impl ShardQueue {
             .await
             .map_err(|e| QueueError::io(&path, "reading", e))?;
         let (header, payload) = record::decode(&buf).map_err(|e| corrupt(e.describe()))?;
-        if header.kind != Kind::Message || header.segment != id.segment {
+        if header.kind == Kind::State || header.segment != id.segment {
             return Err(corrupt("record is not this message"));
         }
-        let (_, body) = record::decode_message(payload).map_err(|e| corrupt(e.describe()))?;
-        Ok(body.to_vec())
+        let message =
+            record::decode_any_message(header.kind, payload).map_err(|e| corrupt(e.describe()))?;
+        Ok(message.body.to_vec())
     }
 
     /// Flush and sync everything; after this, no more writes. Used at graceful shutdown.
@@ -481,6 +537,7 @@ impl ShardQueue {
             free_segments: inner.free.len() as u64,
             bytes: inner.segments.values().map(|s| s.log_end).sum(),
             commits: inner.commits,
+            moved: inner.moved,
             batches: self.batcher.batches(),
             fdatasyncs: self.batcher.fdatasyncs(),
             generation: self.generation,
@@ -493,5 +550,7 @@ impl ShardQueue {
     }
 }
 
+#[cfg(test)]
+mod compact_tests;
 #[cfg(test)]
 mod tests;

@@ -2,13 +2,14 @@
 //! what is finished, and choosing the segment new messages go to.
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io::{ErrorKind, Write};
 use std::path::Path;
 use std::rc::Rc;
 
 use super::commit::Batcher;
+use super::compact::Settled;
 use super::recover::{self, STATE_EXT, free_path, segment_path};
 use super::segment::{self, FreeFiles, Segment};
 use super::{Inner, MessageId, QueueError, QueueOptions, QueuedMessage, ShardQueue};
@@ -28,6 +29,7 @@ impl ShardQueue {
     ) -> Result<(Rc<ShardQueue>, Vec<QueuedMessage>), QueueError> {
         let opts = QueueOptions {
             segment_size: opts.segment_size.max(MIN_SEGMENT_SIZE),
+            ..opts
         };
         let shard_dir = dir.join(format!("shard-{shard}"));
         let existed = shard_dir.is_dir();
@@ -69,7 +71,7 @@ impl ShardQueue {
         let mut pending = Vec::new();
         for scanned in &listing.segments {
             for (index, m) in scanned.messages.iter().enumerate() {
-                if recover::is_finished(&m.states) {
+                if m.is_finished() {
                     continue;
                 }
                 pending.push(QueuedMessage {
@@ -83,7 +85,7 @@ impl ShardQueue {
                     states: m.states.clone(),
                 });
             }
-            let seg = Segment::from_scan(&shard_dir, scanned, opts.segment_size).await?;
+            let seg = Segment::from_scan(&shard_dir, shard, scanned, opts.segment_size).await?;
             segments.insert(scanned.id, seg);
         }
         // New messages continue the newest segment after its valid prefix.
@@ -91,11 +93,6 @@ impl ShardQueue {
         if let Some(seg) = active.and_then(|a| segments.get_mut(&a)) {
             seg.sealed = false;
         }
-        let finished: Vec<u64> = segments
-            .values()
-            .filter(|s| s.sealed && s.unfinished == 0)
-            .map(|s| s.id)
-            .collect();
 
         let queue = Rc::new_cyclic(|me| ShardQueue {
             me: me.clone(),
@@ -106,6 +103,7 @@ impl ShardQueue {
             generation,
             inner: RefCell::new(Inner {
                 segments,
+                retiring: BTreeSet::new(),
                 active,
                 free,
                 // Ids of segments made during earlier opens may be gone from the directory
@@ -114,13 +112,15 @@ impl ShardQueue {
                 closed: false,
                 messages_pending: pending.len() as u64,
                 commits: 0,
+                moved: 0,
             }),
             batcher: Batcher::new(),
             rollover: glommio::sync::Semaphore::new(1),
+            moves: Settled::default(),
         });
-        for id in finished {
-            queue.retire(id).await?;
-        }
+        // Segments whose messages are all finished (moved copies included), oldest first so
+        // that a segment's links are gone before it is considered.
+        queue.retire_ready().await?;
         // Have an active segment ready, so the first commit does not wait for one.
         queue.roll_over(0).await?;
         Ok((queue, pending))

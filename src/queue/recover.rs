@@ -1,5 +1,8 @@
 //! Scanning a shard directory with plain std reads: each file's valid prefix, and every index
 //! rebuilt from the logs. Used by `ShardQueue::open` (before serving) and by `scan`.
+//!
+//! Compaction's one recovery rule lives here too (`resolve_moves`): a message that a durable
+//! moved record replaces is finished, whatever its own state stream says.
 
 use std::fs::File;
 use std::io::{ErrorKind, Read};
@@ -9,7 +12,7 @@ use crate::envelope::Envelope;
 
 use super::QueueError;
 use super::RecipientState;
-use super::record::{self, HEADER_LEN, Kind};
+use super::record::{self, HEADER_LEN, Kind, MovedFrom};
 
 /// `seg-<id>.log`: message records.
 pub const LOG_EXT: &str = "log";
@@ -53,6 +56,17 @@ pub struct ScannedMessage {
     pub envelope: Envelope,
     /// One state per recipient, after applying the state stream.
     pub states: Vec<RecipientState>,
+    /// For a moved message: the older copy it replaces.
+    pub replaces: Option<MovedFrom>,
+    /// A durable moved record replaces this copy: (its segment, its index). Finished then.
+    pub replaced_by: Option<(u64, u32)>,
+}
+
+impl ScannedMessage {
+    /// Whether the message is finished: every recipient final, or a newer copy replaces it.
+    pub fn is_finished(&self) -> bool {
+        self.replaced_by.is_some() || is_finished(&self.states)
+    }
 }
 
 /// Where a file's valid prefix ends.
@@ -75,6 +89,9 @@ pub struct ScannedSegment {
     pub state: FileEnd,
     /// Messages, indexed by record sequence.
     pub messages: Vec<ScannedMessage>,
+    /// When its log was last written (Unix seconds): for a recovered segment, the closest
+    /// thing to when it was sealed that survives a restart.
+    pub modified: u64,
 }
 
 /// Everything in one shard directory.
@@ -90,15 +107,15 @@ pub struct ShardListing {
     pub max_id: u64,
 }
 
-/// Walks a file's records from the start and calls `each(seq, offset, record_len, payload)`
+/// Walks a file's records from the start and calls `each(kind, offset, record_len, payload)`
 /// for every one that fits; stops at the first that does not (wrong magic, length, CRC,
-/// segment, kind, sequence, or a generation lower than the one before). A file that vanished
-/// (recycled under a concurrent `scan`) reads as empty.
+/// segment, kind not in `kinds`, sequence, or a generation lower than the one before). A file
+/// that vanished (recycled under a concurrent `scan`) reads as empty.
 pub fn scan_file(
     path: &Path,
     segment: u64,
-    kind: Kind,
-    mut each: impl FnMut(u64, u64, u64, &[u8]),
+    kinds: &[Kind],
+    mut each: impl FnMut(Kind, u64, u64, &[u8]),
 ) -> Result<FileEnd, QueueError> {
     let mut file = match File::open(path) {
         Ok(f) => f,
@@ -123,7 +140,7 @@ pub fn scan_file(
             break;
         };
         let total = HEADER_LEN as u64 + u64::from(header.len);
-        if header.kind != kind
+        if !kinds.contains(&header.kind)
             || header.segment != segment
             || header.seq != end.next_seq
             || header.generation < generation
@@ -136,7 +153,7 @@ pub fn scan_file(
         let Ok((_, payload)) = record::decode(&buf) else {
             break;
         };
-        each(header.seq, pos, total, payload);
+        each(header.kind, pos, total, payload);
         generation = header.generation;
         end.next_seq += 1;
         end.valid_len += total;
@@ -155,23 +172,37 @@ fn read_full(file: &mut File, buf: &mut [u8], path: &Path) -> Result<(), QueueEr
 pub fn scan_segment(dir: &Path, id: u64) -> Result<ScannedSegment, QueueError> {
     let mut messages = Vec::new();
     let log_path = segment_path(dir, id, LOG_EXT);
-    let log = scan_file(&log_path, id, Kind::Message, |_, offset, len, payload| {
-        match record::decode_message(payload) {
-            Ok((envelope, body)) => messages.push(ScannedMessage {
-                offset,
-                record_len: len,
-                size: body.len() as u64,
-                states: vec![
-                    RecipientState::Pending {
-                        attempts: 0,
-                        next_attempt: 0
-                    };
-                    envelope.recipients.len()
-                ],
-                envelope,
-            }),
+    let log_kinds = [Kind::Message, Kind::Moved];
+    let log = scan_file(&log_path, id, &log_kinds, |kind, offset, len, payload| {
+        match record::decode_any_message(kind, payload) {
+            Ok(m) => {
+                let (replaces, states) = match m.moved {
+                    // A moved copy starts from the states it carried, not from Pending.
+                    Some((from, states)) => (Some(from), states),
+                    None => (
+                        None,
+                        vec![
+                            RecipientState::Pending {
+                                attempts: 0,
+                                next_attempt: 0
+                            };
+                            m.envelope.recipients.len()
+                        ],
+                    ),
+                };
+                messages.push(ScannedMessage {
+                    offset,
+                    record_len: len,
+                    size: m.body.len() as u64,
+                    states,
+                    envelope: m.envelope,
+                    replaces,
+                    replaced_by: None,
+                })
+            }
             // A CRC-valid record that does not parse was written by a buggy writer; keep the
-            // indexes aligned with the sequence numbers and treat it as finished.
+            // indexes aligned with the sequence numbers and treat it as finished. (A moved
+            // record that does not parse replaces nothing: its older copy stays live.)
             Err(_) => {
                 log::error!(
                     "{}: unparsable message record at {offset}",
@@ -189,12 +220,19 @@ pub fn scan_segment(dir: &Path, id: u64) -> Result<ScannedSegment, QueueError> {
                         body_8bit: false,
                     },
                     states: Vec::new(),
+                    replaces: None,
+                    replaced_by: None,
                 })
             }
         }
     })?;
+    let modified = std::fs::metadata(&log_path)
+        .and_then(|m| m.modified())
+        .map(crate::clock::unix_seconds)
+        // Unknown: count it as written now, so the age rule moves nothing early.
+        .unwrap_or_else(|_| crate::clock::now_unix());
     let state_path = segment_path(dir, id, STATE_EXT);
-    let state = scan_file(&state_path, id, Kind::State, |_, offset, _, payload| {
+    let state = scan_file(&state_path, id, &[Kind::State], |_, offset, _, payload| {
         let applied = record::decode_state(payload).ok().and_then(|c| {
             let slot = messages
                 .get_mut(c.index as usize)?
@@ -215,6 +253,7 @@ pub fn scan_segment(dir: &Path, id: u64) -> Result<ScannedSegment, QueueError> {
         log,
         state,
         messages,
+        modified,
     })
 }
 
@@ -249,7 +288,47 @@ pub fn scan_shard(dir: &Path) -> Result<ShardListing, QueueError> {
     for id in logs {
         listing.segments.push(scan_segment(dir, id)?);
     }
+    resolve_moves(&mut listing.segments);
     Ok(listing)
+}
+
+/// Compaction's recovery rule: every message that a moved record in some segment's valid
+/// prefix replaces is finished (`replaced_by`), even though its own segment holds no final
+/// state for it. A torn moved record is not in the valid prefix, so its older copy stays live:
+/// exactly one copy either way. The rule needs no order (a replaced copy's own moved record,
+/// A -> B -> C, still marks A), and the queue keeps a segment holding moved records until
+/// every segment they point into is gone, so no link a copy depends on is ever missing.
+/// Links only point backwards (a message moves to the active, newest segment); one that does
+/// not, or that names no message, was not written by this queue and is ignored.
+fn resolve_moves(segments: &mut [ScannedSegment]) {
+    let mut links = Vec::new();
+    for seg in segments.iter() {
+        for (index, m) in seg.messages.iter().enumerate() {
+            if let Some(from) = m.replaces {
+                links.push((from, (seg.id, index as u32)));
+            }
+        }
+    }
+    for (from, by) in links {
+        let target = segments
+            .binary_search_by_key(&from.segment, |s| s.id)
+            .ok()
+            .filter(|_| from.segment < by.0)
+            .and_then(|at| segments.get_mut(at))
+            .and_then(|s| s.messages.get_mut(from.index as usize));
+        match target {
+            Some(m) => m.replaced_by = Some(by),
+            // Its segment retired after the move: the usual case, nothing to do.
+            None if from.segment < by.0 => {}
+            None => log::warn!(
+                "segment {:x}: message {} claims to replace {:x}.{}, a newer segment",
+                by.0,
+                by.1,
+                from.segment,
+                from.index
+            ),
+        }
+    }
 }
 
 /// Whether every recipient of a scanned message is final.

@@ -10,7 +10,9 @@ use super::{MessageId, QueueError, QueuedMessage};
 /// `shard-<n>` directory under `dir`, ordered by id. Works on a stopped queue and on a running
 /// server's (it only reads; a half-written tail record is simply not listed, and a segment
 /// recycled while we read it reads as empty). Finished messages are not listed, as `open`
-/// does not return them: they only wait for their segment to retire.
+/// does not return them: they only wait for their segment to retire. A message moved forward by
+/// compaction is listed once, as its newest copy; one moved while the listing runs may be
+/// missed by it, like a message committed meanwhile.
 pub fn scan(dir: &Path) -> Result<Vec<QueuedMessage>, QueueError> {
     let mut out = Vec::new();
     let entries = std::fs::read_dir(dir).map_err(|e| QueueError::io(dir, "listing", e))?;
@@ -27,7 +29,8 @@ pub fn scan(dir: &Path) -> Result<Vec<QueuedMessage>, QueueError> {
         let listing = recover::scan_shard(&entry.path())?;
         for seg in listing.segments {
             for (index, m) in seg.messages.into_iter().enumerate() {
-                if recover::is_finished(&m.states) {
+                // Finished, or replaced by a moved copy: only the live copy is listed.
+                if m.is_finished() {
                     continue;
                 }
                 out.push(QueuedMessage {

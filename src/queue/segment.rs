@@ -1,14 +1,15 @@
 //! One segment's two files (`seg-<id>.log` for messages, `seg-<id>.state` for recipient states)
 //! and its in-memory index; creating, recycling and retiring them, each step durable.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 use glommio::io::{BufferedFile, Directory, OpenOptions};
 
-use super::QueueError;
 use super::RecipientState;
 use super::recover::{LOG_EXT, STATE_EXT, ScannedSegment, free_path, segment_path};
+use super::{MessageId, QueueError};
 
 /// Smallest preallocation of a state file.
 const MIN_STATE_PREALLOC: u64 = 64 * 1024;
@@ -21,8 +22,28 @@ pub(crate) struct MessageEntry {
     pub states: Vec<RecipientState>,
     /// Its batch was synced; before that, nobody may see it.
     pub durable: bool,
-    /// Every recipient is final (or its commit failed and it never existed).
+    /// Every recipient is final, or a durable newer copy replaces it (`moved_to`), or its
+    /// commit failed and it never existed.
     pub finished: bool,
+    /// A moved record for it is being written: `record` waits, then follows `moved_to`.
+    pub moving: bool,
+    /// The newer copy that replaced it (compaction), while this entry is still known.
+    pub moved_to: Option<MessageId>,
+}
+
+impl MessageEntry {
+    /// A message entry as a new record makes it: not durable until its batch is synced.
+    pub fn new(offset: u64, record_len: u64, states: Vec<RecipientState>) -> MessageEntry {
+        MessageEntry {
+            offset,
+            record_len,
+            states,
+            durable: false,
+            finished: false,
+            moving: false,
+            moved_to: None,
+        }
+    }
 }
 
 /// A retired file pair waiting for reuse: its old id and which of the two files exist.
@@ -55,6 +76,42 @@ pub(crate) struct Segment {
     pub messages: Vec<MessageEntry>,
     /// Messages not finished (in-flight commits included).
     pub unfinished: usize,
+    /// Record bytes of those messages: what compaction would have to copy to free the log.
+    pub live_bytes: u64,
+    /// Older segments holding copies that this segment's moved records replace. This segment
+    /// must outlive them on disk: its records are what makes those copies finished there.
+    pub links: BTreeSet<u64>,
+    /// When it was sealed (Unix seconds; for a recovered segment, when its log was last
+    /// written). The age rule of compaction counts from here.
+    pub sealed_at: u64,
+}
+
+impl Segment {
+    /// Counts message `index` as finished (it was not): fewer live messages and bytes.
+    pub fn finish(&mut self, index: u32) {
+        if let Some(entry) = self.messages.get_mut(index as usize) {
+            entry.finished = true;
+            self.unfinished -= 1;
+            self.live_bytes -= entry.record_len;
+        }
+    }
+
+    /// Undoes `finish` (its step failed).
+    pub fn unfinish(&mut self, index: u32) {
+        if let Some(entry) = self.messages.get_mut(index as usize) {
+            entry.finished = false;
+            self.unfinished += 1;
+            self.live_bytes += entry.record_len;
+        }
+    }
+
+    /// Seals it: no more message records.
+    pub fn seal(&mut self) {
+        if !self.sealed {
+            self.sealed = true;
+            self.sealed_at = crate::clock::now_unix();
+        }
+    }
 }
 
 impl Segment {
@@ -104,12 +161,16 @@ impl Segment {
             failed: false,
             messages: Vec::new(),
             unfinished: 0,
+            live_bytes: 0,
+            links: BTreeSet::new(),
+            sealed_at: 0,
         })
     }
 
     /// Opens a recovered segment; new records go right after each file's valid prefix.
     pub async fn from_scan(
         dir: &Path,
+        shard: u16,
         scanned: &ScannedSegment,
         capacity: u64,
     ) -> Result<Segment, QueueError> {
@@ -123,10 +184,21 @@ impl Segment {
             .map(|m| MessageEntry {
                 offset: m.offset,
                 record_len: m.record_len,
-                finished: m.states.iter().all(|s| s.is_final()),
+                finished: m.is_finished(),
                 states: m.states.clone(),
                 durable: true,
+                moving: false,
+                moved_to: m.replaced_by.map(|(segment, index)| MessageId {
+                    shard,
+                    segment,
+                    index,
+                }),
             })
+            .collect();
+        let links = scanned
+            .messages
+            .iter()
+            .filter_map(|m| m.replaces.map(|from| from.segment))
             .collect();
         Ok(Segment {
             id: scanned.id,
@@ -142,6 +214,13 @@ impl Segment {
             sealed: true,
             failed: false,
             unfinished: messages.iter().filter(|m| !m.finished).count(),
+            live_bytes: messages
+                .iter()
+                .filter(|m| !m.finished)
+                .map(|m| m.record_len)
+                .sum(),
+            links,
+            sealed_at: scanned.modified,
             messages,
         })
     }

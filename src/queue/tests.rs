@@ -13,7 +13,7 @@ use super::*;
 use crate::envelope::Envelope;
 
 /// Runs `f` to completion on a fresh glommio executor thread.
-fn run<F, Fut>(f: F)
+pub(super) fn run<F, Fut>(f: F)
 where
     F: FnOnce() -> Fut + Send + 'static,
     Fut: Future<Output = ()> + 'static,
@@ -25,7 +25,7 @@ where
         .expect("test body completes");
 }
 
-fn envelope(n: usize, recipients: usize) -> Envelope {
+pub(super) fn envelope(n: usize, recipients: usize) -> Envelope {
     Envelope {
         sender: format!("sender{n}@example.org"),
         recipients: (0..recipients)
@@ -37,24 +37,27 @@ fn envelope(n: usize, recipients: usize) -> Envelope {
     }
 }
 
-fn body(n: usize, len: usize) -> Vec<u8> {
+pub(super) fn body(n: usize, len: usize) -> Vec<u8> {
     let mut b = format!("Subject: message {n}\r\n\r\n").into_bytes();
     b.resize(len, b'a' + (n % 26) as u8);
     b
 }
 
-fn opts(segment_size: u64) -> QueueOptions {
-    QueueOptions { segment_size }
+pub(super) fn opts(segment_size: u64) -> QueueOptions {
+    QueueOptions {
+        segment_size,
+        ..QueueOptions::default()
+    }
 }
 
-async fn open(dir: &Path, segment_size: u64) -> (Rc<ShardQueue>, Vec<QueuedMessage>) {
+pub(super) async fn open(dir: &Path, segment_size: u64) -> (Rc<ShardQueue>, Vec<QueuedMessage>) {
     ShardQueue::open(dir, 0, opts(segment_size))
         .await
         .expect("queue opens")
 }
 
 /// Files of shard 0 whose names start with `prefix` and end with `.log`, sorted.
-fn logs(dir: &Path, prefix: &str) -> Vec<PathBuf> {
+pub(super) fn logs(dir: &Path, prefix: &str) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = fs::read_dir(dir.join("shard-0"))
         .expect("shard dir")
         .map(|e| e.expect("entry").path())
@@ -67,7 +70,7 @@ fn logs(dir: &Path, prefix: &str) -> Vec<PathBuf> {
     v
 }
 
-fn pending_ids(list: &[QueuedMessage]) -> Vec<MessageId> {
+pub(super) fn pending_ids(list: &[QueuedMessage]) -> Vec<MessageId> {
     list.iter().map(|m| m.id).collect()
 }
 
@@ -307,7 +310,7 @@ fn finished_segments_are_retired_and_recycled() {
 
 /// Renames shard 0's `free-*.<ext>` files back to `seg-*.<ext>`: the directory as it was
 /// before a retire's renames (a crash just before, or between, them).
-fn unretire(dir: &Path, ext: &str) {
+pub(super) fn unretire(dir: &Path, ext: &str) {
     for e in fs::read_dir(dir.join("shard-0")).expect("shard dir") {
         let path = e.expect("entry").path();
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");

@@ -148,12 +148,17 @@ pub struct QueueOptions {
     /// Preallocated size of a segment's log, e.g. 64 MiB. Larger is fewer rollovers; smaller
     /// retires (and frees) sooner.
     pub segment_size: u64,
+    /// Seconds after it was sealed from which a segment counts as old for compaction
+    /// (`ShardQueue::should_move`): by then the first attempts of its messages are long over
+    /// and what is left waits for retries. Default one hour.
+    pub compact_after_secs: u64,
 }
 
 impl Default for QueueOptions {
     fn default() -> QueueOptions {
         QueueOptions {
             segment_size: 64 << 20,
+            compact_after_secs: 3600,
         }
     }
 }
@@ -171,6 +176,8 @@ pub struct QueueStats {
     pub bytes: u64,
     /// Messages committed since open.
     pub commits: u64,
+    /// Messages moved forward by compaction since open.
+    pub moved: u64,
     /// Batches written since open.
     pub batches: u64,
     /// `fdatasync` calls since open (group commit makes this much smaller than commits).

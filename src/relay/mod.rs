@@ -10,6 +10,11 @@
 //! - `client`: the SMTP client that talks to one remote server.
 //! - `verp`: qmail's variable envelope return paths.
 
+pub mod client;
+pub mod destination;
+pub mod owner;
 pub mod route;
+pub mod targets;
+pub mod verp;
 
 pub use route::{Destination, Route, RouteTarget, Router};

@@ -193,7 +193,7 @@ impl Router {
     /// longest `.suffix`, then `*`), then MX.
     pub fn route_domain(&self, domain: &str) -> Route {
         let domain = domain.to_ascii_lowercase();
-        if self.local_domains.iter().any(|d| *d == domain) {
+        if self.local_domains.contains(&domain) {
             return Route::Local;
         }
         if domain.ends_with('.') || domain.starts_with('.') || domain.contains("..") {

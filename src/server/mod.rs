@@ -3,6 +3,7 @@
 
 mod listeners;
 pub mod policy;
+mod relay;
 mod shard;
 
 use crate::config::Config;
@@ -22,6 +23,8 @@ pub enum ServerError {
     Tls(String),
     /// A shard failed (queue unreadable, listener lost, panic).
     Shard(String),
+    /// The resolver could not be set up (no usable nameserver).
+    Dns(String),
 }
 
 impl fmt::Display for ServerError {
@@ -31,6 +34,7 @@ impl fmt::Display for ServerError {
             ServerError::Listen(m) => write!(f, "listen: {m}"),
             ServerError::Tls(m) => write!(f, "tls: {m}"),
             ServerError::Shard(m) => write!(f, "shard: {m}"),
+            ServerError::Dns(m) => write!(f, "dns: {m}"),
         }
     }
 }
@@ -57,6 +61,11 @@ pub struct Setup {
     /// Threads for work that would block a shard: password hashing, checkpassword programs,
     /// maildir listings.
     pub blocking: crate::blocking::BlockingPool,
+    /// Control requests (flush, pause, ...) from the control socket; shard `i` serves
+    /// `control[i]`.
+    pub control: Vec<flume::Receiver<crate::control::ControlMessage>>,
+    /// The DNS resolver (on the sidecar thread), shared by every shard's destination owner.
+    pub resolver: crate::dns::Resolver,
 }
 
 /// Runs the server until it is told to stop. Returns once every shard has shut down.
@@ -90,22 +99,35 @@ pub fn run(mut config: Config) -> Result<(), ServerError> {
 
     let listen = listeners::resolve(&config)?;
     let blocking = crate::blocking::BlockingPool::new(BLOCKING_THREADS);
-    let setup = Arc::new(Setup {
-        config,
-        listen,
-        tls,
-        blocking,
-    });
-    let shard_count = match setup.config.server.shards {
+    let shard_count = match config.server.shards {
         0 => std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1),
         n => n,
     };
+    // The sidecar thread runs the resolver and the control socket; both live until `run`
+    // returns. The control socket is (re)created only now that the lock is ours, so a second
+    // server never unlinks the first one's socket; it is dropped (removed) first.
+    let sidecar = crate::sidecar::Sidecar::start()
+        .map_err(|e| ServerError::Shard(format!("cannot start the sidecar thread: {e}")))?;
+    let resolver = crate::dns::Resolver::start(&sidecar, &relay::dns_settings(&config))
+        .map_err(|e| ServerError::Dns(e.to_string()))?;
+    let (control_senders, control) = crate::control::channels(shard_count);
+    let socket = crate::control::socket_path(data_dir);
+    let _control = crate::control::ControlServer::start(&sidecar, &socket, control_senders)
+        .map_err(|e| ServerError::DataDir(format!("control socket {}: {e}", socket.display())))?;
+    let setup = Arc::new(Setup {
+        config,
+        listen,
+        tls,
+        blocking,
+        control,
+        resolver,
+    });
 
     let shard_setup = Arc::clone(&setup);
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    let set = shards::start::<(), _, _>(
+    let set = shards::start::<crate::relay::owner::MeshMessage, _, _>(
         shards::ShardSetConfig {
             shard_count,
             pin_to_cpus: true,

@@ -1,33 +1,97 @@
-//! Who may receive mail here: the RCPT TO decision (local domain? known user? relay?).
+//! Who may receive mail here: the RCPT TO decision (local domain? known user? may this client
+//! relay?). This is the one place that keeps ringmail from being an open relay (RFC 5321 §3.6,
+//! §7.1; RFC 2505 "Anti-Spam Recommendations for SMTP MTAs").
 //!
-//! ringmail is closed by default: a recipient outside the local domains is refused with
-//! `554 5.7.1` for every client (relaying arrives with remote delivery).
+//! The command parser has already checked RFC 5321 §4.1.2 syntax, stripped any source route
+//! (§4.1.1.3 and Appendix C: "SHOULD ignore the routes"; only the final mailbox reaches us, so a
+//! route can never make us relay), refused a trailing dot or empty label with 501 5.1.3, and
+//! turned `<postmaster>` into `postmaster@<hostname>`. Then, in order:
+//!
+//! ```text
+//! local part holds `%`, `!` or `@` (percent hack, bang path, quoted "user@remote"),
+//! or the domain is not a plain name (address literal, trailing dot)
+//!     may relay ──▶ 553 5.1.3 / 5.1.2 (refused for everyone: we follow no hidden routes)
+//!     otherwise ──▶ 554 5.7.1 (relay denied, even when the domain looks local)
+//! domain is local (local.domains, server.hostname, routed `local`)
+//!               ──▶ user checks: 250 2.1.5, or 550 5.1.1 (unknown_users = "reject")
+//! domain is in smtp.rcpthosts       ──▶ 250 2.1.5 for anyone; the routes carry it onward
+//! client may relay (smtp.relay_networks, or authenticated)
+//!               ──▶ 250 2.1.5, or 553 5.1.2 when the route step would refuse the domain
+//! anyone else                       ──▶ 554 5.7.1
+//! ```
+//!
+//! Domains are compared exactly, ASCII case-insensitively (RFC 5321 §2.4); nothing is
+//! Unicode-normalized, IDNA-decoded or suffix-matched except an explicit `.suffix` entry, so a
+//! look-alike (`example.test.evil`, `xn--` homographs, fullwidth letters) is simply another
+//! domain. An address literal (`user@[10.0.0.1]`) is never local unless that exact literal is
+//! listed in `local.domains` (as qmail's `locals` allows); we refuse all others, our own
+//! listening address included: a client that can name us by address can name us by domain.
 
-use crate::config::{Config, UnknownUsers};
+use crate::config::{Cidr, Config, UnknownUsers};
+use crate::relay::{Route, Router};
 use crate::smtp::{PeerInfo, RcptVerdict, RecipientPolicy};
 use std::collections::HashSet;
+use std::net::IpAddr;
 use std::path::PathBuf;
 
 /// The recipient rules of one configuration; each shard holds its own copy.
-pub struct LocalPolicy {
-    domains: HashSet<String>,
+pub struct RcptPolicy {
+    /// The route step: which domains are delivered here, and which it would refuse.
+    router: Router,
+    /// `smtp.rcpthosts`, lowercased; `.example.com` entries match subdomains (as in qmail).
+    rcpthosts: HashSet<String>,
+    /// `smtp.relay_networks`: clients allowed to relay (qmail's RELAYCLIENT).
+    relay_networks: Vec<Cidr>,
     unknown_users: UnknownUsers,
     users: HashSet<String>,
     mail_root: PathBuf,
     passwd: PathBuf,
 }
 
-impl LocalPolicy {
-    pub fn new(config: &Config) -> LocalPolicy {
-        LocalPolicy {
-            // The server's own name is always local, as qmail's `me` is, so that the bare
-            // `postmaster` (RFC 5321 §4.5.1: postmaster@<hostname>) has somewhere to go.
-            domains: config
-                .local
-                .domains
+/// An address form we never route, whoever asks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BadForm {
+    /// `%`, `!` or `@` in the local part: the percent hack (`user%remote@us`), a UUCP bang path
+    /// (`remote!user@us`) or a quoted address (`"user@remote"@us`). The local part is ours
+    /// alone to interpret (RFC 5321 §2.3.11; the % hack is RFC 1123 §5.2.16); a host that
+    /// expands these relays for anyone who asks.
+    RoutingInLocalPart,
+    /// A domain with a trailing dot or an empty label: not an RFC 5321 §4.1.2 Domain.
+    MalformedDomain,
+    /// An address literal that is not listed as a local domain (RFC 5321 §4.1.3).
+    AddressLiteral,
+}
+
+impl RcptPolicy {
+    pub fn new(config: &Config) -> RcptPolicy {
+        // The server's own name is always local, as qmail's `me` is, so that the bare
+        // `postmaster` (RFC 5321 §4.5.1: postmaster@<hostname>) has somewhere to go.
+        let locals: Vec<String> = config
+            .local
+            .domains
+            .iter()
+            .chain(std::iter::once(&config.server.hostname))
+            .cloned()
+            .collect();
+        // The loader has checked every route target, so the first call succeeds; if it ever did
+        // not, dropping the routes only narrows what is local (fails closed).
+        let router = Router::new(&locals, &config.relay.routes, config.relay.port)
+            .or_else(|_| Router::new(&locals, std::iter::empty(), config.relay.port))
+            .expect("a router without routes has nothing to reject");
+        RcptPolicy {
+            router,
+            rcpthosts: config
+                .smtp
+                .rcpthosts
                 .iter()
-                .chain(std::iter::once(&config.server.hostname))
                 .map(|d| d.to_ascii_lowercase())
+                .collect(),
+            // Checked by the loader too; a range that did not parse would only narrow relaying.
+            relay_networks: config
+                .smtp
+                .relay_networks
+                .iter()
+                .filter_map(|range| range.parse().ok())
                 .collect(),
             unknown_users: config.local.unknown_users,
             users: config
@@ -41,12 +105,27 @@ impl LocalPolicy {
         }
     }
 
-    /// Whether `address` is at one of the local domains.
-    pub fn is_local(&self, address: &str) -> bool {
-        match crate::mailbox::split_address(address) {
-            Ok((_, domain)) => self.domains.contains(&domain),
-            Err(_) => false,
+    /// Whether this client may send to any domain: it is in `smtp.relay_networks` (IPv4-mapped
+    /// IPv6 peers match IPv4 ranges), or it has authenticated (RFC 4954, RFC 6409 §4.3: AUTH
+    /// is how a roaming user earns relaying).
+    pub fn may_relay(&self, peer: &PeerInfo) -> bool {
+        peer.authenticated || self.in_relay_networks(peer.remote.ip())
+    }
+
+    fn in_relay_networks(&self, ip: IpAddr) -> bool {
+        self.relay_networks.iter().any(|net| net.contains(ip))
+    }
+
+    /// Whether `domain` (already lowercase) is accepted from anyone by `smtp.rcpthosts`: an
+    /// exact entry, or a `.parent` entry for any of its subdomains.
+    fn in_rcpthosts(&self, domain: &str) -> bool {
+        if self.rcpthosts.contains(domain) {
+            return true;
         }
+        domain
+            .char_indices()
+            .filter(|&(_, c)| c == '.')
+            .any(|(dot, _)| self.rcpthosts.contains(&domain[dot..]))
     }
 
     /// A user is known if configured, in the passwd database, or already has a Maildir; every
@@ -65,13 +144,9 @@ impl LocalPolicy {
             .map(|users| users.iter().any(|u| u.to_lowercase() == lowered))
             .unwrap_or(false)
     }
-}
 
-impl RecipientPolicy for LocalPolicy {
-    fn check_recipient(&self, _peer: &PeerInfo, address: &str) -> RcptVerdict {
-        if !self.is_local(address) {
-            return RcptVerdict::RelayDenied;
-        }
+    /// The checks for a recipient at one of our own domains.
+    fn check_local_user(&self, address: &str) -> RcptVerdict {
         if crate::mailbox::maildir_for(&self.mail_root, address).is_err() {
             return RcptVerdict::UnknownUser;
         }
@@ -82,3 +157,52 @@ impl RecipientPolicy for LocalPolicy {
         }
     }
 }
+
+/// The first form in `local@domain` that we refuse to route, if any.
+fn bad_form(local: &str, domain: &str, router: &Router) -> Option<BadForm> {
+    if local.contains(['%', '!', '@']) {
+        return Some(BadForm::RoutingInLocalPart);
+    }
+    if domain.starts_with('[') {
+        return (!router.is_local_domain(domain)).then_some(BadForm::AddressLiteral);
+    }
+    if domain.is_empty() || domain.split('.').any(str::is_empty) {
+        return Some(BadForm::MalformedDomain);
+    }
+    None
+}
+
+impl RecipientPolicy for RcptPolicy {
+    fn check_recipient(&self, peer: &PeerInfo, address: &str) -> RcptVerdict {
+        let may_relay = self.may_relay(peer);
+        // The domain follows the last `@`: a quoted local part may hold more. No `@` at all
+        // (the parser never lets one through) reads as an empty, malformed domain.
+        let (local, domain) = address.rsplit_once('@').unwrap_or((address, ""));
+        let domain = domain.to_ascii_lowercase();
+        if let Some(form) = bad_form(local, &domain, &self.router) {
+            return match (may_relay, form) {
+                (false, _) => RcptVerdict::RelayDenied,
+                (true, BadForm::AddressLiteral) => RcptVerdict::BadDestination,
+                (true, _) => RcptVerdict::BadAddress,
+            };
+        }
+        if self.router.is_local_domain(&domain) {
+            return self.check_local_user(address);
+        }
+        if self.in_rcpthosts(&domain) {
+            return RcptVerdict::Accept;
+        }
+        if !may_relay {
+            return RcptVerdict::RelayDenied;
+        }
+        // Refuse now what the route step would bounce later.
+        match self.router.route_domain(&domain) {
+            Route::Refuse(_) => RcptVerdict::BadDestination,
+            Route::Local | Route::Remote(_) => RcptVerdict::Accept,
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "policy_tests.rs"]
+mod tests;

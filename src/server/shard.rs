@@ -3,12 +3,15 @@
 //! the queue.
 
 use super::Setup;
-use super::policy::LocalPolicy;
+use super::policy::RcptPolicy;
 use crate::auth::PasswordChecker;
 use crate::config::{Config, LongLinesSetting, PlaintextAuth};
 use crate::delivery::scheduler::{Scheduler, SchedulerSettings};
+use crate::delivery::transport::LocalTransport;
 use crate::pop3::connection::{PlaintextPolicy, Pop3Settings, Pop3Shard};
 use crate::queue::{QueueOptions, ShardQueue};
+use crate::relay::destination::Owner;
+use crate::relay::owner::{MeshMessage, RelayTransport, serve_inbox};
 use crate::smtp::connection::{ConnectionLimits, SmtpShard};
 use crate::smtp::{LongLines, SmtpConfig};
 use log::{error, info, warn};
@@ -24,13 +27,13 @@ const SESSION_DRAIN: Duration = Duration::from_secs(10);
 /// The shard's entry point, called by the shards runtime on the shard's own thread. Reports on
 /// `ready` once it serves (or why it could not start).
 pub async fn run(
-    ctx: shards::ShardContext<()>,
+    ctx: shards::ShardContext<MeshMessage>,
     setup: Arc<Setup>,
     ready: Sender<Result<(), String>>,
 ) {
     let id = ctx.id();
     let shutdown = ctx.shutdown();
-    let running = match start(id, &setup, shutdown.clone()).await {
+    let running = match start(&ctx, &setup, shutdown.clone()).await {
         Ok(running) => running,
         Err(message) => {
             let _ = ready.send(Err(format!("shard {id}: {message}")));
@@ -51,13 +54,15 @@ struct Running {
 }
 
 async fn start(
-    id: usize,
+    ctx: &shards::ShardContext<MeshMessage>,
     setup: &Setup,
     shutdown: shards::ShutdownSignal,
 ) -> Result<Running, String> {
+    let id = ctx.id();
     let config = &setup.config;
     let options = QueueOptions {
         segment_size: config.queue.segment_size_mib * 1024 * 1024,
+        compact_after_secs: config.queue.compact_after_secs,
     };
     let (queue, recovered) = ShardQueue::open(&config.queue_dir(), id as u16, options)
         .await
@@ -68,20 +73,35 @@ async fn start(
             recovered.len()
         );
     }
+    // This shard's share of remote delivery: the destinations it owns, fed from the mesh.
+    let owner = Owner::new(
+        super::relay::owner_settings(config, ctx.count())?,
+        setup.resolver.clone(),
+        shutdown.clone(),
+    );
+    glommio::spawn_local(serve_inbox(ctx.clone(), Rc::clone(&owner))).detach();
     let scheduler = Scheduler::new(
         Rc::clone(&queue),
         SchedulerSettings {
-            mail_root: config.mail_root(),
             hostname: config.server.hostname.clone(),
             queue_lifetime: config.queue.queue_lifetime_secs,
             concurrency: config.queue.delivery_concurrency,
+            memory_budget: (config.queue.memory_budget_mib as usize).saturating_mul(1 << 20),
+            delay_notice: config.queue.delay_notice_secs,
+            host_backoff: config.relay.host_backoff_secs,
         },
+        super::relay::router(config)?,
+        LocalTransport {
+            mail_root: config.mail_root(),
+            hostname: config.server.hostname.clone(),
+        },
+        RelayTransport::new(ctx.clone()),
     );
     scheduler.resume(recovered);
 
     let smtp = Rc::new(SmtpShard::new(
         Rc::new(smtp_config(config)),
-        Rc::new(LocalPolicy::new(config)),
+        Rc::new(RcptPolicy::new(config)),
         Rc::clone(&queue),
         Rc::clone(&scheduler),
         ConnectionLimits {
@@ -110,6 +130,10 @@ async fn start(
                 glommio::spawn_local(session).detach();
             })?);
         }
+    }
+    // Queue control from the control socket (crate::control); the scheduler will answer it.
+    if let Some(requests) = setup.control.get(id).cloned() {
+        glommio::spawn_local(crate::control::serve_shard(requests, scheduler.clone())).detach();
     }
     Ok(Running {
         queue,

@@ -5,6 +5,8 @@
 
 use std::fmt;
 
+use crate::relay::verp;
+
 /// Longest path, RFC 5321 4.5.3.1.3 (including the brackets).
 const MAX_PATH: usize = 256;
 /// Longest local part, RFC 5321 4.5.3.1.1.
@@ -145,7 +147,8 @@ fn parse_mail(args: &[u8]) -> Result<MailFrom, CommandError> {
     const USAGE: &str = "MAIL FROM:<address>";
     let rest = strip_prefix_ci(args, b"FROM:").ok_or(CommandError::Syntax(USAGE))?;
     let rest = std::str::from_utf8(rest).map_err(|_| CommandError::BadSender)?;
-    let (path, params) = parse_path(rest.trim_start()).ok_or(CommandError::BadSender)?;
+    let (path, params) =
+        parse_path(rest.trim_start(), AllowVerp::Yes).ok_or(CommandError::BadSender)?;
     let address = match path {
         Path::Null => String::new(),
         Path::Mailbox(a) => a,
@@ -187,7 +190,8 @@ fn parse_mail(args: &[u8]) -> Result<MailFrom, CommandError> {
 fn parse_rcpt(args: &[u8]) -> Result<RcptTo, CommandError> {
     let rest = strip_prefix_ci(args, b"TO:").ok_or(CommandError::Syntax("RCPT TO:<address>"))?;
     let rest = std::str::from_utf8(rest).map_err(|_| CommandError::BadRecipient)?;
-    let (path, params) = parse_path(rest.trim_start()).ok_or(CommandError::BadRecipient)?;
+    let (path, params) =
+        parse_path(rest.trim_start(), AllowVerp::No).ok_or(CommandError::BadRecipient)?;
     let address = match path {
         Path::Null => return Err(CommandError::BadRecipient),
         Path::Mailbox(a) => a,
@@ -237,8 +241,18 @@ enum Path {
     Mailbox(String),
 }
 
+/// Whether a path may be a VERP request `prefix-@domain-@[]` (qmail's marker, see
+/// [`crate::relay::verp`]). Only a reverse path may: the `[]` literal is never an address
+/// anyone delivers to, so it is refused in RCPT TO. `#@[]`, the double-bounce sender, is not a
+/// VERP request and stays refused: only ringmail itself sends with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AllowVerp {
+    Yes,
+    No,
+}
+
 /// Parses `<path>` at the start of `text`; returns the path and what follows it (parameters).
-fn parse_path(text: &str) -> Option<(Path, &str)> {
+fn parse_path(text: &str, verp: AllowVerp) -> Option<(Path, &str)> {
     let inner_start = text.strip_prefix('<')?;
     let close = closing_bracket(inner_start)?;
     let inner = &inner_start[..close];
@@ -266,7 +280,9 @@ fn parse_path(text: &str) -> Option<(Path, &str)> {
         }
         None => inner,
     };
-    valid_mailbox(mailbox).then(|| (Path::Mailbox(mailbox.to_string()), rest))
+    let valid = valid_mailbox(mailbox)
+        || (verp == AllowVerp::Yes && verp::verp_base(mailbox).is_some_and(valid_mailbox));
+    valid.then(|| (Path::Mailbox(mailbox.to_string()), rest))
 }
 
 /// Index of the `>` that ends the path, skipping any inside a quoted local part.
@@ -423,6 +439,29 @@ mod tests {
             ("MAIL FROM:<a@b..test>", Err(BadSender)),
             ("MAIL FROM:<postmaster>", Err(BadSender)),
             ("MAIL FROM:<a@b.test>x", Err(BadSender)),
+            // qmail's VERP request (MAIL FROM only), and what merely looks like one.
+            (
+                "MAIL FROM:<list-@example.com-@[]>",
+                Ok(Command::Mail(mail("list-@example.com-@[]"))),
+            ),
+            (
+                "MAIL FROM:<@r.test:list-@example.com-@[]> SIZE=10",
+                Ok(Command::Mail(MailFrom {
+                    address: "list-@example.com-@[]".into(),
+                    size: Some(10),
+                    has_params: true,
+                    ..MailFrom::default()
+                })),
+            ),
+            ("MAIL FROM:<#@[]>", Err(BadSender)),
+            ("MAIL FROM:<a@[]>", Err(BadSender)),
+            ("MAIL FROM:<-@example.com-@[]>", Err(BadSender)),
+            ("MAIL FROM:<list-@-@[]>", Err(BadSender)),
+            ("MAIL FROM:<list@example.com-@[]>", Err(BadSender)),
+            ("MAIL FROM:<list-@example.com@[]>", Err(BadSender)),
+            ("MAIL FROM:<list-@exa mple.com-@[]>", Err(BadSender)),
+            ("RCPT TO:<list-@example.com-@[]>", Err(BadRecipient)),
+            ("RCPT TO:<#@[]>", Err(BadRecipient)),
             ("MAIL TO:<a@b.test>", Err(Syntax("MAIL FROM:<address>"))),
             ("MAIL", Err(Syntax("MAIL FROM:<address>"))),
             ("MAIL FROM:<a@b.test> SIZE=x", Err(Syntax("SIZE=<octets>"))),

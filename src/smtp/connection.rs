@@ -121,7 +121,15 @@ pub async fn serve(mut stream: TcpStream, shard: Rc<SmtpShard>) {
     };
 
     debug!("smtp {remote}: connected");
-    let mut session = Session::new(Rc::clone(&shard.config), PeerInfo { remote, local });
+    let mut session = Session::new(
+        Rc::clone(&shard.config),
+        PeerInfo {
+            remote,
+            local,
+            // Set once SMTP AUTH (RFC 4954) lands; until then nobody relays by password.
+            authenticated: false,
+        },
+    );
     let mut out = Vec::with_capacity(1024);
     session.greeting(&mut out);
     let mut buf = vec![0u8; 64 * 1024];

@@ -87,6 +87,9 @@ pub enum LongLines {
 pub struct PeerInfo {
     pub remote: SocketAddr,
     pub local: SocketAddr,
+    /// The client has authenticated (RFC 4954 SMTP AUTH), which lets it relay. Always false
+    /// until AUTH is implemented; the recipient policy already honours it.
+    pub authenticated: bool,
 }
 
 /// Decides whether a recipient is accepted (local user? relaying allowed for this client?).
@@ -104,6 +107,12 @@ pub enum RcptVerdict {
     UnknownUser,
     /// 554 5.7.1: not a local domain and this client may not relay.
     RelayDenied,
+    /// 553 5.1.3: an address form refused for every client: routing hidden in the local part
+    /// (`%`, `!`, a quoted `@`) or a domain that is not a plain name.
+    BadAddress,
+    /// 553 5.1.2: a destination this server never delivers to (an address literal, or a
+    /// domain the route step refuses).
+    BadDestination,
     /// 451 4.3.0 with this text: try again later (e.g. a lookup failed).
     TempFail(String),
 }

@@ -191,6 +191,30 @@ pub fn relay_denied(address: &str) -> Reply {
     )
 }
 
+/// Percent hack, bang path or quoted `@` (RFC 5321 §3.6.1 leaves them to us: we refuse them).
+pub fn unroutable_address(address: &str) -> Reply {
+    Reply::owned(
+        553,
+        "5.1.3",
+        format!(
+            "<{}>: Recipient address rejected: routing in the local part is not supported",
+            clean(address)
+        ),
+    )
+}
+
+/// An address literal or a domain the route step refuses: accepting it would only bounce.
+pub fn unroutable_destination(address: &str) -> Reply {
+    Reply::owned(
+        553,
+        "5.1.2",
+        format!(
+            "<{}>: Recipient address rejected: domain not deliverable",
+            clean(address)
+        ),
+    )
+}
+
 pub fn temp_fail(reason: &str) -> Reply {
     Reply::owned(451, "4.3.0", clean(reason))
 }

@@ -364,6 +364,8 @@ impl Session {
             }
             RcptVerdict::UnknownUser => reply::unknown_user(&address),
             RcptVerdict::RelayDenied => reply::relay_denied(&address),
+            RcptVerdict::BadAddress => reply::unroutable_address(&address),
+            RcptVerdict::BadDestination => reply::unroutable_destination(&address),
             RcptVerdict::TempFail(reason) => reply::temp_fail(&reason),
         }
         .write_to(out);

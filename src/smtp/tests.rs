@@ -16,7 +16,8 @@ const GO_AHEAD: &str = "354 End data with <CR><LF>.<CR><LF>\r\n";
 const BYE: &str = "221 2.0.0 Bye\r\n";
 const DATE: &str = "Wed, 25 Nov 2026 16:31:31 +0000";
 
-/// Accepts everything except `unknown@*`, `*@remote.test` and `busy@*`.
+/// Accepts everything except `unknown@*`, `*@remote.test`, `busy@*`, `*@bad.test` and
+/// `*@[literal]`.
 struct TestPolicy;
 
 impl RecipientPolicy for TestPolicy {
@@ -25,6 +26,8 @@ impl RecipientPolicy for TestPolicy {
             Some(("unknown", _)) => RcptVerdict::UnknownUser,
             Some((_, "remote.test")) => RcptVerdict::RelayDenied,
             Some(("busy", _)) => RcptVerdict::TempFail("try later\r\n".into()),
+            Some((_, "bad.test")) => RcptVerdict::BadAddress,
+            Some((_, "[literal]")) => RcptVerdict::BadDestination,
             _ => RcptVerdict::Accept,
         }
     }
@@ -46,6 +49,7 @@ fn peer() -> PeerInfo {
     PeerInfo {
         remote: "192.0.2.7:40000".parse().unwrap(),
         local: "127.0.0.1:25".parse().unwrap(),
+        authenticated: false,
     }
 }
 
@@ -201,6 +205,10 @@ fn replies_to_every_command_and_error() {
         (format!("{start}RCPT TO:<unknown@mx.test>\r\nRCPT TO:<x@remote.test>\r\nRCPT TO:<busy@mx.test>\r\n"),
          format!("{EHLO}{SENDER_OK}550 5.1.1 <unknown@mx.test>: Recipient address rejected: User unknown\r\n\
                   554 5.7.1 <x@remote.test>: Relay access denied\r\n451 4.3.0 try later  \r\n")),
+        (format!("{start}RCPT TO:<a%b@bad.test>\r\nRCPT TO:<a@[literal]>\r\n"),
+         format!("{EHLO}{SENDER_OK}553 5.1.3 <a%b@bad.test>: Recipient address rejected: \
+                  routing in the local part is not supported\r\n\
+                  553 5.1.2 <a@[literal]>: Recipient address rejected: domain not deliverable\r\n")),
         (format!("{start}RCPT TO:<unknown@mx.test>\r\nDATA\r\n"),
          format!("{EHLO}{SENDER_OK}550 5.1.1 <unknown@mx.test>: Recipient address rejected: User unknown\r\n\
                   503 5.5.1 Error: need RCPT command\r\n")),
@@ -266,6 +274,32 @@ fn accepts_a_pipelined_message_with_exact_bytes() {
     assert_eq!(
         got.messages,
         vec![(envelope("a@b.test", &["r@mx.test"]), message)]
+    );
+}
+
+/// qmail's VERP request `prefix-@domain-@[]` is a valid reverse path (MAIL FROM only); the
+/// double-bounce sender `#@[]` and any other `@[]` address are not, from a client.
+#[test]
+fn accepts_a_verp_sender_only_in_mail_from() {
+    let input = "EHLO c.test\r\nMAIL FROM:<#@[]>\r\nMAIL FROM:<a@[]>\r\n\
+                 MAIL FROM:<list-@example.com-@[]>\r\nRCPT TO:<list-@example.com-@[]>\r\n\
+                 RCPT TO:<#@[]>\r\nRCPT TO:<r@mx.test>\r\nDATA\r\nhi\r\n.\r\nQUIT\r\n";
+    let got = transcript(input);
+    let bad_sender = "501 5.1.7 Error: bad sender address syntax\r\n";
+    let bad_rcpt = "501 5.1.3 Error: bad recipient address syntax\r\n";
+    assert_eq!(
+        got.out,
+        format!(
+            "{EHLO}{bad_sender}{bad_sender}{SENDER_OK}{bad_rcpt}{bad_rcpt}{RCPT_OK}{GO_AHEAD}\
+             250 2.0.0 Ok: queued as Q1\r\n{BYE}"
+        )
+    );
+    assert_eq!(
+        got.messages,
+        vec![(
+            envelope("list-@example.com-@[]", &["r@mx.test"]),
+            format!("{}hi\r\n", received(Some("r@mx.test")))
+        )]
     );
 }
 

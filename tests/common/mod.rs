@@ -2,6 +2,9 @@
 //! config in a temporary directory, stop it (SIGTERM or SIGKILL), and look at what it delivered.
 #![allow(dead_code)] // each test binary uses a different part of this
 
+pub mod aiosmtpd;
+pub mod dns;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -61,14 +64,25 @@ pub fn test_dir(name: &str) -> TestDir {
 
 /// The config every test starts from; `extra` is appended (it may add keys to `[smtp]` etc. only
 /// through whole extra sections, so tests pass full sections they want to change).
+///
+/// Remote mail must never reach the machine's resolver or a real host: unless `extra` brings its
+/// own `[dns]` and `[relay]` sections, the resolver is a dead loopback port and every remote
+/// domain is routed to one (so remote recipients and bounces are simply deferred).
 pub fn base_config(dir: &Path, smtp_extra: &str, extra: &str) -> String {
-    format!(
+    let mut config = format!(
         "[server]\nhostname = \"mx.test\"\ndata_dir = \"{data}\"\nshards = 2\nlog_level = \"info\"\n\n\
          [smtp]\nlisten = [\"127.0.0.1:0\"]\n{smtp_extra}\n\n\
          [local]\ndomains = [\"example.test\", \"localhost\"]\n\n\
          [pop3]\nlisten = [\"127.0.0.1:0\"]\nallow_plaintext_auth = \"loopback\"\n\n{extra}",
         data = dir.join("data").display()
-    )
+    );
+    if !extra.contains("[dns]") {
+        config.push_str("\n[dns]\nnameservers = [\"127.0.0.1:9\"]\n");
+    }
+    if !extra.contains("[relay]") {
+        config.push_str("\n[relay]\nroutes = { \"*\" = \"127.0.0.1:9\" }\n");
+    }
+    config
 }
 
 impl Server {

@@ -1,0 +1,140 @@
+//! Destination ownership across shards: every remote destination belongs to one shard (the hash
+//! of the destination), so its connection cache, concurrency limit and downed-host backoff live
+//! in one place and hold across all shards without a lock.
+//!
+//! The shard whose queue holds a message (the *origin*) sends each group of recipients that share
+//! a destination to the owner as a [`RelayJob`] over the shard mesh. The job carries the message
+//! by reference (an `Arc`, never a copy) and a one-shot channel for the outcome, which the owner
+//! answers once the transaction is over. The outcome comes back over that channel rather than the
+//! mesh because the mesh stops at shutdown, and a delivery that finished while the server was
+//! stopping must still be recorded, or it would be sent again after the restart.
+
+use std::cell::Cell;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use crate::delivery::report::{DeliveryStatus, Detail, RecipientReport, StatusCode};
+use crate::envelope::Envelope;
+use crate::queue::MessageId;
+use crate::relay::Destination;
+use crate::relay::destination::Owner;
+
+/// What shards send each other.
+pub enum MeshMessage {
+    /// Recipients for a destination this shard owns.
+    Relay(RelayJob),
+}
+
+/// A message as the owner needs it: shared between the origin and the owner, read-only.
+pub struct OutboundMessage {
+    pub id: MessageId,
+    pub envelope: Envelope,
+    /// The message bytes as queued (CRLF line ends; a BDAT body may hold bare LFs).
+    pub body: Vec<u8>,
+}
+
+/// Recipients of one message for one destination, to be sent in as few transactions as the
+/// limits allow.
+pub struct RelayJob {
+    pub destination: Destination,
+    pub message: Arc<OutboundMessage>,
+    /// `(index in the envelope, address)`.
+    pub recipients: Vec<(usize, String)>,
+    /// Where the owner sends one report per recipient (in any order).
+    pub reply: flume::Sender<Vec<(usize, RecipientReport)>>,
+}
+
+/// The origin side: hands recipients to their destination's owner and waits for the reports.
+pub struct RelayTransport {
+    shard: shards::ShardContext<MeshMessage>,
+    shard_count: usize,
+    /// Outbound jobs waiting for an outcome (for the shutdown log).
+    waiting: Cell<usize>,
+}
+
+impl RelayTransport {
+    pub fn new(shard: shards::ShardContext<MeshMessage>) -> RelayTransport {
+        let shard_count = shard.count();
+        RelayTransport {
+            shard,
+            shard_count,
+            waiting: Cell::new(0),
+        }
+    }
+
+    /// The shard that owns `destination`.
+    pub fn owner_of(&self, destination: &Destination) -> usize {
+        (destination.owner_hash() % self.shard_count.max(1) as u64) as usize
+    }
+
+    /// Sends `recipients` of `message` to `destination` through its owner and returns one report
+    /// per recipient. If the owner cannot be reached or drops the job (shutdown), every
+    /// recipient is deferred without counting as an attempt.
+    pub async fn deliver(
+        &self,
+        destination: Destination,
+        message: Arc<OutboundMessage>,
+        recipients: Vec<(usize, String)>,
+    ) -> Vec<(usize, RecipientReport)> {
+        let indexes: Vec<usize> = recipients.iter().map(|(i, _)| *i).collect();
+        let owner = self.owner_of(&destination);
+        let (reply, outcome) = flume::bounded(1);
+        let job = RelayJob {
+            destination,
+            message,
+            recipients,
+            reply,
+        };
+        self.waiting.set(self.waiting.get() + 1);
+        // Once shutdown has begun the mesh is no longer read: a job sent now would only wait
+        // for the shard to end.
+        let reports = if self.shard.shutdown().is_triggered() {
+            None
+        } else {
+            match self
+                .shard
+                .mesh()
+                .send_to(owner, MeshMessage::Relay(job))
+                .await
+            {
+                Ok(()) => outcome.recv_async().await.ok(),
+                Err(_) => None,
+            }
+        };
+        self.waiting.set(self.waiting.get() - 1);
+        reports.unwrap_or_else(|| {
+            let detail = Detail::local(
+                StatusCode(4, 3, 0),
+                "The mail system is shutting down; I'll try again later. (#4.3.0)",
+            );
+            indexes
+                .into_iter()
+                .map(|i| {
+                    (
+                        i,
+                        RecipientReport {
+                            status: DeliveryStatus::Deferred { counts: false },
+                            detail: detail.clone(),
+                        },
+                    )
+                })
+                .collect()
+        })
+    }
+
+    /// Jobs handed to owners and not answered yet.
+    pub fn waiting(&self) -> usize {
+        self.waiting.get()
+    }
+}
+
+/// Receives this shard's mesh inbox until shutdown and gives each job to the local [`Owner`].
+/// It never sends on the mesh itself, so it can always drain the inbox (no cross-shard
+/// deadlock: an owner replying to a full inbox waits only for this loop).
+pub async fn serve_inbox(shard: shards::ShardContext<MeshMessage>, owner: Rc<Owner>) {
+    while let Some((_from, message)) = shard.mesh().recv().await {
+        match message {
+            MeshMessage::Relay(job) => owner.enqueue(job),
+        }
+    }
+}
