@@ -117,7 +117,8 @@ host_info() {
     else
         echo "- ringmail commit: \`$(git -C "$REPO_ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)\`$(git -C "$REPO_ROOT" diff --quiet 2>/dev/null || echo ' (with uncommitted changes)')"
     fi
-    echo "- load average before the run: $(cut -d' ' -f1-3 /proc/loadavg)"
+    # LOADAVG_BEFORE: what a script saw when it started (host_info runs when it reports).
+    echo "- load average before the run: ${LOADAVG_BEFORE:-$(cut -d' ' -f1-3 /proc/loadavg)}"
 }
 
 # === Postfix from Debian (smtp-sink, and Postfix itself as a relay) ===

@@ -49,6 +49,7 @@ set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
 COMMAND_LINE="bench/scripts/$(basename "$0")${*:+ $*}"
+LOADAVG_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 SESSIONS=${SESSIONS:-20}
 TOTAL_SMALL=${TOTAL_SMALL:-10000}
 TOTAL_LARGE=${TOTAL_LARGE:-2000}
@@ -255,7 +256,7 @@ load_command() {
 declare -a RUN_CELL=() RUN_SYS=() RUN_SMTP=() RUN_RELAY=() RUN_CHECK=() RUN_CMD=()
 measure() {
     local sys=$1 size=$2 rcpts=$3 total=$4 limit=$5 wait=$6 cmd out smtp relay check accepted
-    local mails rcpt_lines queued
+    local mails rcpt_lines bytes queued
     cmd=$(load_command "${PORT[$sys]}" "$size" "$rcpts" "$total" "$limit" "$wait")
     bench_lock
     sink_quiet
@@ -277,10 +278,14 @@ measure() {
     if [ "$DUMP" = 1 ]; then
         mails=$(grep -c '^X-Mail-Args: ' "$CAPTURE" 2>/dev/null || true)
         rcpt_lines=$(grep -c '^X-Rcpt-Args: ' "$CAPTURE" 2>/dev/null || true)
+        # Bytes per message in the capture (LF line ends, plus the sink's and the relay's
+        # headers): shows that whole messages arrived.
+        bytes=$(stat -c %s "$CAPTURE" 2>/dev/null || echo 0)
+        bytes=$(( bytes / (accepted > 0 ? accepted : 1) ))
         if [ "${mails:-0}" = "$accepted" ] && [ "${rcpt_lines:-0}" = $(( accepted * rcpts )) ]; then
-            check="ok ($mails transactions, $rcpt_lines recipients)"
+            check="ok ($mails transactions, $rcpt_lines recipients, $bytes B each)"
         else
-            check="UNVERIFIED: $mails transactions, $rcpt_lines recipients at the sink for $accepted accepted x $rcpts"
+            check="UNVERIFIED: $mails transactions, $rcpt_lines recipients, $bytes B each at the sink for $accepted accepted x $rcpts"
         fi
         empty_capture
     fi
@@ -347,7 +352,7 @@ RESULT_FILE=$(results_file relay-vs-postfix)
     echo "Command: \`$COMMAND_LINE\`"
     echo
     host_info
-    echo "- kernel \`$(uname -r)\`, nproc $(nproc)"
+    echo "- kernel \`$(uname -r)\`, nproc $(nproc); load average at the end: $(cut -d' ' -f1-3 /proc/loadavg) (other engineers' builds share these 2 cores)"
     echo "- Postfix: Debian postfix $(postfix_version), its own instance; smtp-sink from the same package (\`$SINK ${sink_args[*]} -u postfix 127.0.0.1:$SINK_PORT 1024\`)"
     echo "- load: \`ringmail-load smtp\`, $SESSIONS sessions, $PER_CONNECTION messages per connection, recipients \`$RCPT_TEMPLATE\` (one domain, all routed to the sink), at most $LOAD_LIMIT sending and $WAIT_LIMIT waiting per run; $TOTAL_SMALL messages per 1 KB run, $TOTAL_LARGE per 100 KB run"
     echo "- each relay: at most $CONNECTIONS connections to the sink, connections reused"
@@ -360,7 +365,7 @@ RESULT_FILE=$(results_file relay-vs-postfix)
     echo
     echo "Definitions: *accepted/s* = messages that got 250 after DATA / (first connect → last session end), at the client."
     echo "*relayed/s* = messages accepted / (first message sent → smtp-sink's message counter shows them all), end to end;"
-    echo "one message is one transaction at the sink carrying all its recipients (checked per run from the sink's capture file: column *check*); rcpt/s = relayed/s x recipients."
+    echo "one message is one transaction at the sink carrying all its recipients (checked per run from the sink's capture file: column *check*, with the average bytes per message there: LF line ends plus the sink's and the relay's headers); rcpt/s = relayed/s x recipients."
     echo
     echo "Relay check before the matrix (200 messages, 1 KB, 1 recipient; also the warm-up):"
     echo

@@ -20,6 +20,7 @@
 #              RINGMAIL=/path/to/ringmail (use that binary instead of building one)
 # Installing postfix (for smtp-sink) needs root; the system Postfix is never started.
 set -euo pipefail
+# shellcheck source-path=SCRIPTDIR
 source "$(dirname "$0")/lib.sh"
 
 SESSIONS=${SESSIONS:-20}
