@@ -139,10 +139,16 @@ fn bodies_beyond_the_memory_budget_are_read_back_from_the_queue() {
         relay.server.log()
     );
     let log = relay.server.log();
-    assert!(log.matches("beyond the memory budget").count() >= 2, "{log}");
+    assert!(
+        log.matches("beyond the memory budget").count() >= 2,
+        "{log}"
+    );
     for t in receiver.transactions() {
         let data = String::from_utf8_lossy(&t.data);
-        assert_eq!(data.matches(&format!("{}\r\n", "f".repeat(62))).count(), 600 * 16);
+        assert_eq!(
+            data.matches(&format!("{}\r\n", "f".repeat(62))).count(),
+            600 * 16
+        );
     }
 }
 

@@ -479,6 +479,14 @@ impl Scheduler {
                     detail.note = Some(TOO_LONG.to_string());
                     failures.push((index, detail));
                 }
+                DeliveryStatus::Deferred { counts: false } if self.stopping.get() => {
+                    // Cut short by our own shutdown: nothing was tried, nothing to record; the
+                    // recipient is due again as soon as the server starts.
+                    info!(
+                        "delivery {id} to {recipient}: not attempted: {}",
+                        report.detail
+                    );
+                }
                 DeliveryStatus::Deferred { counts } => {
                     // A destination whose hosts are all in backoff was not really tried: the
                     // recipient waits for the hosts without using up a retry.
