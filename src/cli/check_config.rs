@@ -29,6 +29,28 @@ pub fn run(file: &Path) -> Result<ExitCode, ExitCode> {
         }
     );
     println!("  rcpthosts     {}", list_or_none(&config.smtp.rcpthosts));
+    let routes: Vec<String> = config
+        .relay
+        .routes
+        .iter()
+        .map(|(domain, target)| format!("{domain} -> {target}"))
+        .collect();
+    println!(
+        "  routes        {}",
+        if routes.is_empty() {
+            "(none: every remote domain by MX)".to_string()
+        } else {
+            routes.join(", ")
+        }
+    );
+    println!(
+        "  dns           {}",
+        if config.dns.nameservers.is_empty() {
+            "the nameservers of /etc/resolv.conf".to_string()
+        } else {
+            config.dns.nameservers.join(", ")
+        }
+    );
     Ok(ExitCode::SUCCESS)
 }
 

@@ -49,12 +49,14 @@ pub enum Command {
     /// Run the mail server in the foreground until SIGTERM or SIGINT.
     #[command(long_about = "\
 Run the mail server in the foreground: one shard (thread) per CPU, each accepting SMTP and POP3 \
-connections, queueing mail durably (fdatasync before every 250) and delivering it into Maildirs.
+connections, queueing mail durably (fdatasync before every 250), delivering local mail into \
+Maildirs and relaying the rest by MX or by the static routes of [relay], as the route step \
+decides for every recipient. Only clients in smtp.relay_networks may relay.
 
 Without --config, runs the embedded default: SMTP on 127.0.0.1:2525 and POP3 on 127.0.0.1:2110, \
-the domains `localhost` and `example.test` are local and accept any user, and all data lives \
-under ./ringmail-data. Prints where it listens and where mail goes, then logs one line per event \
-to stderr.
+the domains `localhost` and `example.test` are local and accept any user, nobody may relay, DNS \
+is asked only of a resolver on 127.0.0.1:53, and all data lives under ./ringmail-data. Prints \
+where it listens and where mail goes, then logs one line per event to stderr.
 
 SIGTERM or SIGINT shuts down gracefully: listeners close, open SMTP sessions are answered 421, \
 the queue is synced, and the process exits 0. Mail still queued is delivered after the next start.")]

@@ -38,6 +38,9 @@ pub fn stat(arg: &ConfigArg) -> Result<ExitCode, ExitCode> {
 
 pub fn list(arg: &ConfigArg) -> Result<ExitCode, ExitCode> {
     let messages = load(arg)?;
+    if messages.is_empty() {
+        println!("the queue is empty");
+    }
     for message in &messages {
         let sender = &message.envelope.sender;
         println!(

@@ -55,7 +55,11 @@ pub struct Scheduler {
     router: Router,
     local: LocalTransport,
     relay: RelayTransport,
+    /// Deliveries (one local recipient, or one remote destination's recipients) in flight.
     slots: Semaphore,
+    /// Messages in an attempt at once. A message waits for one before its bytes are read back
+    /// from the queue, so the bytes in memory stay within the budget plus this many messages.
+    message_slots: Semaphore,
     stopping: Cell<bool>,
     paused: Cell<bool>,
     /// Bytes of message bodies held in memory by tasks waiting to deliver.
@@ -129,6 +133,7 @@ impl Scheduler {
         relay: RelayTransport,
     ) -> Rc<Scheduler> {
         let slots = Semaphore::new(settings.concurrency.max(1) as u64);
+        let message_slots = Semaphore::new(settings.concurrency.max(1) as u64);
         Rc::new(Scheduler {
             queue,
             settings,
@@ -136,6 +141,7 @@ impl Scheduler {
             local,
             relay,
             slots,
+            message_slots,
             stopping: Cell::new(false),
             paused: Cell::new(false),
             held_bytes: Rc::new(Cell::new(0)),
@@ -167,6 +173,10 @@ impl Scheduler {
                 held: Rc::clone(&self.held_bytes),
             })
         } else {
+            info!(
+                "msg {id}: {} bytes beyond the memory budget; read back from the queue when due",
+                message.len()
+            );
             None
         };
         let this = Rc::clone(self);
@@ -310,6 +320,9 @@ impl Scheduler {
                 .await;
                 continue;
             }
+            let Ok(_turn) = self.message_slots.acquire_permit(1).await else {
+                break;
+            };
             let Some(message) = self.load(id, &envelope, &mut body).await else {
                 continue;
             };
@@ -465,6 +478,14 @@ impl Scheduler {
                     detail.code = StatusCode(4, 4, 7);
                     detail.note = Some(TOO_LONG.to_string());
                     failures.push((index, detail));
+                }
+                DeliveryStatus::Deferred { counts: false } if self.stopping.get() => {
+                    // Cut short by our own shutdown: nothing was tried, nothing to record; the
+                    // recipient is due again as soon as the server starts.
+                    info!(
+                        "delivery {id} to {recipient}: not attempted: {}",
+                        report.detail
+                    );
                 }
                 DeliveryStatus::Deferred { counts } => {
                     // A destination whose hosts are all in backoff was not really tried: the

@@ -249,7 +249,14 @@ impl Owner {
                 *connection = None;
             }
             if connection.is_none() {
-                match self.connect(destination).await {
+                // Nothing is sent while connecting (DNS, TCP, greeting, TLS), so a shutdown may
+                // cut it short: the recipients simply wait for the next start.
+                let connected = futures_lite::future::or(self.connect(destination), async {
+                    self.shutdown.wait().await;
+                    Err(shutting_down())
+                })
+                .await;
+                match connected {
                     Ok(open) => *connection = Some(open),
                     Err(report) => {
                         // Nothing can be sent to this destination now: the rest of the job

@@ -1,5 +1,7 @@
 //! Remote delivery: where each recipient goes, and how mail leaves the box.
 //!
+//! - `access`: who may relay: the RCPT decision (local domains, rcpthosts, relay_networks,
+//!   authenticated clients; hidden routes refused for everyone).
 //! - `route`: the route step. Every recipient, bounces included, passes through it once per
 //!   attempt: local, a static route (qmail's smtproutes), MX, or refuse.
 //! - `owner`: which shard owns a destination; the typed messages that carry recipients there
@@ -10,6 +12,7 @@
 //! - `client`: the SMTP client that talks to one remote server.
 //! - `verp`: qmail's variable envelope return paths.
 
+pub mod access;
 pub mod client;
 pub mod destination;
 pub mod owner;

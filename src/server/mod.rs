@@ -2,7 +2,6 @@
 //! slice of the queue and its listeners, and on SIGTERM/SIGINT shut everything down in order.
 
 mod listeners;
-pub mod policy;
 mod relay;
 mod shard;
 

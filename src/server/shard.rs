@@ -3,13 +3,13 @@
 //! the queue.
 
 use super::Setup;
-use super::policy::RcptPolicy;
 use crate::auth::PasswordChecker;
 use crate::config::{Config, LongLinesSetting, PlaintextAuth};
 use crate::delivery::scheduler::{Scheduler, SchedulerSettings};
 use crate::delivery::transport::LocalTransport;
 use crate::pop3::connection::{PlaintextPolicy, Pop3Settings, Pop3Shard};
 use crate::queue::{QueueOptions, ShardQueue};
+use crate::relay::access::RcptPolicy;
 use crate::relay::destination::Owner;
 use crate::relay::owner::{MeshMessage, RelayTransport, serve_inbox};
 use crate::smtp::connection::{ConnectionLimits, SmtpShard};

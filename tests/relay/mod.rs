@@ -128,3 +128,48 @@ pub fn mailbox(server: &Server, address: &str) -> Vec<String> {
         .filter_map(|p| std::fs::read_to_string(p).ok())
         .collect()
 }
+
+/// smtplib: several messages over one connection (so one shard queues them all). argv: `host
+/// port` then a JSON list of `[sender, [recipients], subject, filler_kib]`; each body is the
+/// subject line and `filler_kib` KiB of 64-character lines.
+const SEND_MANY: &str = r#"
+import json, smtplib, sys
+host, port = sys.argv[1], int(sys.argv[2])
+with smtplib.SMTP(host, port, timeout=30) as s:
+    for sender, rcpts, subject, kib in json.loads(sys.argv[3]):
+        body = "Subject: %s\r\n\r\n" % subject + ("f" * 62 + "\r\n") * (kib * 16)
+        refused = s.sendmail(sender, rcpts, body.encode())
+        assert refused == {}, refused
+print("sent")
+"#;
+
+/// Sends each `(sender, recipients, subject, filler KiB)` over one SMTP connection.
+pub fn send_many(server: &Server, messages: &[(&str, &[&str], &str, usize)]) {
+    let quote = |s: &str| format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""));
+    let json = format!(
+        "[{}]",
+        messages
+            .iter()
+            .map(|(sender, rcpts, subject, kib)| format!(
+                "[{}, [{}], {}, {kib}]",
+                quote(sender),
+                rcpts
+                    .iter()
+                    .map(|r| quote(r))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                quote(subject)
+            ))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let out = python(
+        SEND_MANY,
+        &["127.0.0.1", &server.smtp.port().to_string(), &json],
+    );
+    assert!(
+        out.status.success(),
+        "smtplib: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -204,5 +204,5 @@ impl RecipientPolicy for RcptPolicy {
 }
 
 #[cfg(test)]
-#[path = "policy_tests.rs"]
+#[path = "access_tests.rs"]
 mod tests;
