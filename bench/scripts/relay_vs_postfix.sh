@@ -27,8 +27,10 @@
 #
 # Every load is bounded in count and time: each run sends at most TOTAL messages for at most
 # LOAD_LIMIT, then waits at most WAIT_LIMIT for the sink; the relay check before the matrix is
-# 200 messages in at most 15 s + 15 s. Worst case for --runs 1: 8 x (50 + 40 + ~5) s + 2 x 30 s
-# = ~14 minutes (plus building, when a build is needed); typically 2-4 minutes. A relay that
+# 200 messages in at most 15 s + 15 s; before and after each run the script waits at most 5 s
+# for the sink to fall quiet. Worst case for --runs 1: 8 x (50 + 35 + 2 x 5 + 3 pause) s +
+# 2 x 30 s = ~14 minutes, plus building when a build is needed and any wait for the benchmark
+# lock; typically 3 minutes (--runs 3: 7-10 minutes on a busy host). A relay that
 # fails its check or a run (sink never got everything) is stopped and its remaining runs are
 # skipped, so its late deliveries cannot be counted for the other relay.
 # Each measured run holds the shared benchmark lock (/tmp/ringmail-bench.lock, see lib.sh); do
@@ -39,7 +41,7 @@
 #   --postfix-only   measure Postfix alone (the harness without ringmail)
 #   --cells LIST     SIZExRECIPIENTS cells (default "1024x1 1024x10 102400x1 102400x10")
 # Environment: SESSIONS (20) TOTAL_SMALL (10000: cells under 10 KB) TOTAL_LARGE (2000)
-#              PER_CONNECTION (100) LOAD_LIMIT (50s) WAIT_LIMIT (40s) PAUSE (3: seconds between
+#              PER_CONNECTION (100) LOAD_LIMIT (50s) WAIT_LIMIT (35s) PAUSE (3: seconds between
 #              runs) CONNECTIONS (20: each relay's connections to the sink) DUMP (1: verify
 #              transactions and recipients from smtp-sink's capture file) KEEP_WORK (1)
 #              RINGMAIL_LOG_LEVEL (warn) RINGMAIL=/path/to/ringmail (use that binary)
@@ -55,7 +57,7 @@ TOTAL_SMALL=${TOTAL_SMALL:-10000}
 TOTAL_LARGE=${TOTAL_LARGE:-2000}
 PER_CONNECTION=${PER_CONNECTION:-100}
 LOAD_LIMIT=${LOAD_LIMIT:-50s}
-WAIT_LIMIT=${WAIT_LIMIT:-40s}
+WAIT_LIMIT=${WAIT_LIMIT:-35s}
 PAUSE=${PAUSE:-3}
 CONNECTIONS=${CONNECTIONS:-20}
 DUMP=${DUMP:-1}
@@ -228,11 +230,11 @@ retire() {
     if [ "$sys" = postfix ]; then stop_postfix; else stop_pid "$RM_PID"; fi
 }
 
-# Waits until the sink's count has not moved for a second (at most 20 s): nothing in flight.
+# Waits until the sink's count has not moved for a second (at most 5 s): nothing in flight.
 sink_quiet() {
     local last now
     last=$(sink_count "$COUNTER")
-    for _ in $(seq 1 20); do
+    for _ in $(seq 1 5); do
         sleep 1
         now=$(sink_count "$COUNTER")
         [ "$now" = "$last" ] && return 0

@@ -82,8 +82,10 @@ pub struct Waited {
 }
 
 impl Watcher {
-    /// Reads the baseline and starts polling `path`.
+    /// Reads the baseline and starts polling `path`, which must exist (smtp-sink's output file
+    /// exists from the moment the sink starts; a missing one is a wrong path).
     pub fn start(path: PathBuf) -> io::Result<Watcher> {
+        std::fs::metadata(&path)?;
         let baseline = read_count(&path)?;
         let finish = Arc::new(Mutex::new(Finish::default()));
         let shared = Arc::clone(&finish);
@@ -181,7 +183,7 @@ mod tests {
         // A tail that starts mid-record still finds the last whole one.
         assert_eq!(parse_count(b"=7\rsess=2 quit=2 msg=12\r"), Some(12));
         assert_eq!(parse_count(b"garbage\r"), None);
-        // Postfix 3.x's spelling.
+        // Postfix 3.7's spelling.
         assert_eq!(
             parse_count(b"sess=59 quit=59 mesg=5000\rsess=60 quit=60 mesg=5000\r"),
             Some(5000)
@@ -205,6 +207,10 @@ mod tests {
     fn waits_for_the_target_beyond_the_baseline() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("count");
+        assert!(
+            Watcher::start(path.clone()).is_err(),
+            "a missing file is an error"
+        );
         std::fs::write(&path, "sess=1 quit=1 msg=5\r").unwrap();
         let watcher = Watcher::start(path.clone()).unwrap();
         let writer = {
