@@ -73,7 +73,10 @@ fn install_into_a_scratch_root_then_uninstall_keeps_the_mail() {
     let dir = test_dir("install");
     let root: PathBuf = dir.join("root");
     let root_arg = root.to_str().unwrap();
-    script("install", &["--root", root_arg, "--bin", BIN, "--user", &user]);
+    script(
+        "install",
+        &["--root", root_arg, "--bin", BIN, "--user", &user],
+    );
     let (user_uid, user_gid) = (id("-u", &user), id("-g", &user));
 
     // The tree, and nothing else (no /usr/sbin/sendmail: there is no sendmail command yet).
@@ -127,7 +130,10 @@ fn install_into_a_scratch_root_then_uninstall_keeps_the_mail() {
         "# listen = [\"0.0.0.0:25\", \"[::]:25\"]",
         "listen = [\"127.0.0.1:25\"]",
     ] {
-        assert!(config.lines().any(|l| l == line), "no {line:?} in:\n{config}");
+        assert!(
+            config.lines().any(|l| l == line),
+            "no {line:?} in:\n{config}"
+        );
     }
     let check = Command::new(root.join("usr/sbin/ringmail"))
         .arg("check-config")
@@ -141,8 +147,8 @@ fn install_into_a_scratch_root_then_uninstall_keeps_the_mail() {
     );
 
     // The unit: starts as root (no User=, no ambient capability), the installed paths, memlock.
-    let unit = std::fs::read_to_string(root.join("usr/lib/systemd/system/ringmail.service"))
-        .unwrap();
+    let unit =
+        std::fs::read_to_string(root.join("usr/lib/systemd/system/ringmail.service")).unwrap();
     for line in [
         "ExecStart=/usr/sbin/ringmail serve --config /etc/ringmail/ringmail.toml",
         "LimitMEMLOCK=infinity",
@@ -151,15 +157,25 @@ fn install_into_a_scratch_root_then_uninstall_keeps_the_mail() {
         assert!(unit.lines().any(|l| l == line), "no {line:?} in:\n{unit}");
     }
     for key in ["User=", "AmbientCapabilities="] {
-        assert!(!unit.lines().any(|l| l.starts_with(key)), "{key} in:\n{unit}");
+        assert!(
+            !unit.lines().any(|l| l.starts_with(key)),
+            "{key} in:\n{unit}"
+        );
     }
 
     // A second install keeps the operator's edits and ships the new config beside them.
-    std::fs::write(&config_path, format!("{config}\n# edited by the operator\n")).unwrap();
+    std::fs::write(
+        &config_path,
+        format!("{config}\n# edited by the operator\n"),
+    )
+    .unwrap();
     let queued = root.join("var/lib/ringmail/queue/shard-0");
     std::fs::create_dir_all(&queued).unwrap();
     std::fs::write(queued.join("seg-1.log"), b"a queued message").unwrap();
-    script("install", &["--root", root_arg, "--bin", BIN, "--user", &user]);
+    script(
+        "install",
+        &["--root", root_arg, "--bin", BIN, "--user", &user],
+    );
     assert!(
         std::fs::read_to_string(&config_path)
             .unwrap()
@@ -173,7 +189,11 @@ fn install_into_a_scratch_root_then_uninstall_keeps_the_mail() {
     // Remove: program and unit gone; config, queue and mail kept.
     script("uninstall", &["--root", root_arg]);
     assert!(!root.join("usr/sbin/ringmail").exists());
-    assert!(!root.join("usr/lib/systemd/system/ringmail.service").exists());
+    assert!(
+        !root
+            .join("usr/lib/systemd/system/ringmail.service")
+            .exists()
+    );
     assert!(config_path.exists());
     assert_eq!(
         std::fs::read(queued.join("seg-1.log")).unwrap(),
