@@ -82,13 +82,12 @@ fn privileged_port() -> u16 {
         .expect("a free loopback port below 1024")
 }
 
-/// `base_config` with `[server] user = "<user>"` and small queue segments.
+/// `base_config` with `[server] user = "<user>"` (on line 6) and small queue segments.
 fn config_for(dir: &Path, user: &str) -> String {
-    base_config(dir, "", "[queue]\nsegment_size_mib = 1\n").replacen(
-        "[server]\n",
-        &format!("[server]\nuser = \"{user}\"\n"),
-        1,
-    )
+    let config = base_config(dir, "", "[queue]\nsegment_size_mib = 1\n");
+    let default_user = format!("user = \"{}\"\n", common::TEST_USER);
+    assert!(config.contains(&default_user), "{config}");
+    config.replacen(&default_user, &format!("user = \"{user}\"\n"), 1)
 }
 
 /// Every thread of `pid`: its name and its `Uid:`, `Gid:` and `CapEff:` lines.
@@ -293,7 +292,7 @@ fn a_user_that_does_not_exist_is_a_configuration_error() {
     // Exit 2, as for every configuration error, with file, line and key.
     assert_eq!(out.status.code(), Some(2), "{err}");
     let want = format!(
-        "{}:2: server.user: user {name} does not exist: create it (the install script does) \
+        "{}:6: server.user: user {name} does not exist: create it (the install script does) \
          or set server.user",
         path.display()
     );
