@@ -210,11 +210,21 @@ impl Identity {
 /// unregistered buffers. The systemd unit sets `LimitMEMLOCK=infinity` for the same reason;
 /// this covers a root start from a shell. A failure only costs that fallback: it is logged.
 fn raise_memlock_limit() {
-    use nix::sys::resource::{RLIM_INFINITY, Resource, setrlimit};
+    use nix::sys::resource::{RLIM_INFINITY, Resource, getrlimit, setrlimit};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_MEMLOCK) else {
+        return;
+    };
+    if soft == RLIM_INFINITY {
+        return;
+    }
+    // Raising the hard limit needs CAP_SYS_RESOURCE, which a container's root may lack; the
+    // soft limit can always go up to the hard one.
     if let Err(e) = setrlimit(Resource::RLIMIT_MEMLOCK, RLIM_INFINITY, RLIM_INFINITY) {
+        let _ = setrlimit(Resource::RLIMIT_MEMLOCK, hard, hard);
         warn!(
-            "cannot lift the locked-memory limit (RLIMIT_MEMLOCK) before dropping root: {e}; \
-                io_uring buffers may not register (systemd: LimitMEMLOCK=infinity)"
+            "locked-memory limit (RLIMIT_MEMLOCK) stays at {hard} bytes after dropping root \
+             (cannot lift it: {e}); io_uring buffers may not register (systemd: \
+             LimitMEMLOCK=infinity)"
         );
     }
 }
