@@ -171,6 +171,14 @@ results_file() {
 # Loopback only; any user at example.test is accepted and delivered to
 # MAIL_ROOT/example.test/<user>/Maildir; POP3 takes plaintext passwords (a test rig).
 # RINGMAIL_LOG_LEVEL (warn) sets the log level: at info ringmail logs ~3 lines per message.
+# give_to_ringmail_user DIR...: started as root, ringmail runs as its server.user (nobody here,
+# as Dovecot does in these runs) and needs its data directory and mail root; hand them over.
+give_to_ringmail_user() {
+    [ "$(id -u)" = 0 ] || return 0
+    local user=${RINGMAIL_USER:-nobody}
+    chown -R "$user:$(id -gn "$user")" "$@"
+}
+
 write_ringmail_config() {
     local conf=$1 data_dir=$2 mail_root=$3 smtp_port=$4 pop3_port=$5
     cat >"$conf" <<CONF
@@ -178,6 +186,7 @@ write_ringmail_config() {
 hostname = "bench.test"
 data_dir = "$data_dir"
 log_level = "${RINGMAIL_LOG_LEVEL:-warn}"
+user = "${RINGMAIL_USER:-nobody}"
 
 [local]
 domains = ["example.test"]

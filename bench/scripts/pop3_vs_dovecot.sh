@@ -123,6 +123,7 @@ log "dovecot (pid $DOVECOT_PID) on 127.0.0.1:$DOVECOT_PORT"
 
 if [ "$WITH_RINGMAIL" = 1 ]; then
     cp -a "$WORK/seed" "$WORK/ringmail-mail"
+    give_to_ringmail_user "$WORK/ringmail-data" "$WORK/ringmail-mail"
     start_bg "$WORK/ringmail.log" "$RINGMAIL" serve --config "$RINGMAIL_CONF"
     RINGMAIL_PID=$STARTED_PID
     wait_listening "$RINGMAIL_PORT" "$RINGMAIL_PID" ringmail || { cat "$WORK/ringmail.log" >&2; exit 1; }

@@ -71,6 +71,8 @@ if [ "$WITH_RINGMAIL" = 1 ]; then
     RINGMAIL_PORT=$(free_port)
     mkdir -p "$WORK/ringmail-data"
     write_ringmail_config "$WORK/ringmail.toml" "$WORK/ringmail-data" "$MAIL" "$RINGMAIL_PORT" "$(free_port)"
+    mkdir -p "$MAIL"
+    give_to_ringmail_user "$WORK/ringmail-data" "$MAIL"
     start_bg "$WORK/ringmail.log" "$RINGMAIL" serve --config "$WORK/ringmail.toml"
     RINGMAIL_PID=$STARTED_PID
     wait_listening "$RINGMAIL_PORT" "$RINGMAIL_PID" ringmail || { cat "$WORK/ringmail.log" >&2; exit 1; }

@@ -35,6 +35,8 @@
 //!
 //! **Listeners**: each shard calls [`bind_listener`] on the same address (`SO_REUSEPORT`); the
 //! kernel spreads connections. For port 0, call [`reserve_port`] first and bind its address.
+//! A server that must bind before it drops root binds every shard's socket up front with
+//! [`bind_std_listener`] and each shard adopts its own with [`adopt_listener`].
 //! Because of `SO_REUSEPORT` a second server would share the port silently, so a server takes
 //! the [`DirLock`] on its data directory before starting shards.
 
@@ -47,7 +49,10 @@ mod shutdown;
 
 pub use counters::Counters;
 pub use dirlock::{DirLock, LOCK_FILE, LockError};
-pub use listener::{MIN_BACKLOG, ReservedPort, accept_nodelay, bind_listener, reserve_port};
+pub use listener::{
+    MIN_BACKLOG, ReservedPort, accept_nodelay, adopt_listener, bind_listener, bind_std_listener,
+    reserve_port,
+};
 pub use mesh::{Mesh, MeshError};
 pub use runtime::{BLOCKING_THREADS, ShardContext, ShardError, ShardSet, ShardSetConfig, start};
 pub use shutdown::{ShutdownHandle, ShutdownSignal, WaitShutdown, handle_signals};

@@ -27,13 +27,30 @@ pub const MIN_BACKLOG: u32 = 1024;
 /// constructors do. Because `SO_REUSEPORT` lets a second process share the port silently,
 /// servers must also hold the data directory's [`DirLock`](crate::DirLock).
 pub fn bind_listener(addr: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
+    Ok(adopt_listener(bind_std_listener(addr, backlog)?))
+}
+
+/// Binds the same kind of listening socket as [`bind_listener`], on any thread, as a std
+/// listener to hand to a shard later ([`adopt_listener`]).
+///
+/// This is how a server started as root binds privileged ports for every shard *before* it
+/// drops its privileges and starts the shards: the kernel queues connections on the socket
+/// from now on, but nothing reads them until a shard accepts.
+pub fn bind_std_listener(addr: SocketAddr, backlog: u32) -> io::Result<std::net::TcpListener> {
     let socket = reuseport_socket(addr)?;
     socket.set_nodelay(true)?;
     let backlog = backlog.max(MIN_BACKLOG).min(i32::MAX as u32) as i32;
     socket.listen(backlog)?;
-    let fd = std::net::TcpListener::from(socket).into_raw_fd();
-    // SAFETY: `fd` is a bound, listening TCP socket that we own and hand over exactly once.
-    Ok(unsafe { TcpListener::from_raw_fd(fd) })
+    Ok(std::net::TcpListener::from(socket))
+}
+
+/// Makes a listening std socket (from [`bind_std_listener`]) the calling shard's glommio
+/// listener. Must be called on a glommio executor thread (a shard).
+pub fn adopt_listener(listener: std::net::TcpListener) -> TcpListener {
+    let fd = listener.into_raw_fd();
+    // SAFETY: `into_raw_fd` gave us sole ownership of a bound, listening TCP socket, which we
+    // hand over exactly once; glommio closes it when its listener drops.
+    unsafe { TcpListener::from_raw_fd(fd) }
 }
 
 /// Accepts one connection and turns Nagle off on it (Nagle plus delayed ACK costs ~40 ms per

@@ -5,6 +5,9 @@
 //! The program would normally exec the command after it on success; POP3 only needs the verdict,
 //! so that command is `/bin/true`. The program gets no stdin/stdout and is killed after
 //! [`TIMEOUT`], which counts as a temporary failure.
+//!
+//! It runs as the server does: `server.user` when started as root (server::privileges), so a
+//! program that must read /etc/shadow needs a privileged helper, not the server's rights.
 
 use std::io::Write;
 use std::os::unix::process::CommandExt;

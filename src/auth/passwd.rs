@@ -218,14 +218,22 @@ fn store(path: &Path, db: &PasswdDb) -> Result<(), PasswdError> {
         .mode(0o600)
         .open(&tmp)
         .map_err(io_err(&tmp))?;
-    f.write_all(db.render().as_bytes()).map_err(io_err(&tmp))?;
-    f.sync_all().map_err(io_err(&tmp))?;
-    drop(f);
-    fs::rename(&tmp, path).map_err(io_err(path))?;
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
+    // Run as root (an operator's sudo), the new file would be root's and unreadable by the
+    // server, which runs as the data directory's owner (server::privileges): give it that owner.
+    if nix::unistd::geteuid().is_root() {
+        use std::os::unix::fs::MetadataExt;
+        let owner = fs::metadata(dir).map_err(io_err(dir))?;
+        std::os::unix::fs::fchown(&f, Some(owner.uid()), Some(owner.gid()))
+            .map_err(io_err(&tmp))?;
+    }
+    f.write_all(db.render().as_bytes()).map_err(io_err(&tmp))?;
+    f.sync_all().map_err(io_err(&tmp))?;
+    drop(f);
+    fs::rename(&tmp, path).map_err(io_err(path))?;
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(io_err(dir))
@@ -312,6 +320,26 @@ mod tests {
         ));
         assert_eq!(list(&path).unwrap(), vec!["alice@example.test"]);
         assert!(!path.with_extension("tmp").exists());
+    }
+
+    #[test]
+    fn root_writes_the_file_as_the_data_directory_owner() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let root = nix::unistd::geteuid().is_root();
+        // As root (the test user here), a directory owned by another uid, as the server's is.
+        let owner = if root {
+            std::os::unix::fs::chown(dir.path(), Some(4242), Some(4243)).unwrap();
+            (4242, 4243)
+        } else {
+            let meta = fs::metadata(dir.path()).unwrap();
+            (meta.uid(), meta.gid())
+        };
+        let path = dir.path().join("passwd");
+        add(&path, "bob@example.test", "pw").unwrap();
+        let meta = fs::metadata(&path).unwrap();
+        assert_eq!((meta.uid(), meta.gid()), owner);
+        assert_eq!(meta.mode() & 0o777, 0o600);
     }
 
     #[test]

@@ -11,6 +11,17 @@ pub fn run(file: &Path) -> Result<ExitCode, ExitCode> {
     println!("{}: ok", file.display());
     println!("  hostname      {}", config.server.hostname);
     println!("  data_dir      {}", config.server.data_dir.display());
+    // The user is a fact of the host, not of the file: say whether it exists here, and leave
+    // the refusal to `serve` (a config may be checked on another machine than it runs on).
+    let exists = match nix::unistd::User::from_name(&config.server.user) {
+        Ok(Some(_)) => "",
+        Ok(None) => ", which does not exist on this host",
+        Err(_) => ", which cannot be looked up here",
+    };
+    println!(
+        "  user          {} when started as root{exists}",
+        config.server.user
+    );
     println!("  smtp          {}", list_or_none(&config.smtp.listen));
     println!("  pop3          {}", list_or_none(&config.pop3.listen));
     println!(

@@ -32,7 +32,7 @@ FILES:
 EXIT STATUS:
     0 success; 1 runtime error (message on stderr), including a queue control request the
     server refused or no running server to ask; 2 usage or configuration error (a malformed
-    message id included).
+    message id, and a server.user that does not exist on this host, included).
 
 See README.md for the configuration reference.";
 
@@ -57,6 +57,9 @@ Without --config, runs the embedded default: SMTP on 127.0.0.1:2525 and POP3 on 
 the domains `localhost` and `example.test` are local and accept any user, nobody may relay, DNS \
 is asked only of a resolver on 127.0.0.1:53, and all data lives under ./ringmail-data. Prints \
 where it listens and where mail goes, then logs one line per event to stderr.
+
+Started as root, it binds its ports and then runs as server.user (default ringmail) before \
+it accepts a connection; started as any other user, it runs as that user.
 
 SIGTERM or SIGINT shuts down gracefully: listeners close, open SMTP sessions are answered 421, \
 the queue is synced, and the process exits 0. Mail still queued is delivered after the next start.")]

@@ -46,6 +46,28 @@ pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
     load_str(&text, &name)
 }
 
+/// An error about `key` found after loading (e.g. a configured user that does not exist on this
+/// host), located in the configuration file at `path` like a validation error; `None` is the
+/// embedded default.
+pub fn key_error(path: Option<&Path>, key: &str, message: String) -> ConfigError {
+    let (file, line) = match path {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).unwrap_or_default();
+            (path.display().to_string(), line_of_key(&text, key))
+        }
+        None => (
+            "<embedded default>".to_string(),
+            line_of_key(super::EMBEDDED_DEFAULT, key),
+        ),
+    };
+    ConfigError {
+        file,
+        line,
+        key: key.to_string(),
+        message,
+    }
+}
+
 /// Parses and validates configuration text; `name` is used in error messages.
 pub fn load_str(text: &str, name: &str) -> Result<Config, ConfigError> {
     let config: Config = toml::from_str(text).map_err(|e| parse_error(text, name, &e))?;
@@ -158,6 +180,18 @@ fn validate(config: &Config) -> Result<(), Invalid> {
             "server.log_level",
             "must be one of error, warn, info, debug, trace",
         )?;
+    }
+
+    check_account_name("server.user", &server.user)?;
+    if server.user == "root" {
+        invalid(
+            "server.user",
+            "must not be root: a server started as root drops to this user once its ports \
+             are bound, and never handles network input as root",
+        )?;
+    }
+    if !server.group.is_empty() {
+        check_account_name("server.group", &server.group)?;
     }
 
     let smtp = &config.smtp;
@@ -350,6 +384,15 @@ fn check_domain(key: &str, domain: &str) -> Result<(), Invalid> {
     Ok(())
 }
 
+/// A user or group name as /etc/passwd can hold one: not empty, no `:`, slash or whitespace.
+/// Whether the account exists is a fact about the host, checked when the server starts.
+fn check_account_name(key: &str, name: &str) -> Result<(), Invalid> {
+    if name.is_empty() || name.contains(|c: char| c == ':' || c == '/' || c.is_whitespace()) {
+        invalid(key, format!("`{name}` is not a user or group name"))?;
+    }
+    Ok(())
+}
+
 fn check_listeners(key: &str, list: &[String]) -> Result<(), Invalid> {
     for addr in list {
         if addr.parse::<SocketAddr>().is_err() {
@@ -433,6 +476,18 @@ mod tests {
                 "one of",
             ),
             ("[smtp\n", 1, "smtp", "invalid table header"),
+            (
+                "[server]\nuser = \"root\"\n",
+                2,
+                "server.user",
+                "must not be root",
+            ),
+            (
+                "[server]\ngroup = \"a b\"\n",
+                2,
+                "server.group",
+                "not a user or group name",
+            ),
         ];
         for (text, line, key, words) in cases {
             let err = load_str(text, "test.toml").unwrap_err();

@@ -9,7 +9,7 @@ mod load;
 mod schema;
 
 pub use cidr::Cidr;
-pub use load::{ConfigError, load_file, load_str};
+pub use load::{ConfigError, key_error, load_file, load_str};
 pub use schema::*;
 
 /// The configuration `ringmail serve` runs with when no `--config` is given.

@@ -31,6 +31,11 @@ pub struct ServerSection {
     pub shards: usize,
     /// error, warn, info, debug or trace.
     pub log_level: String,
+    /// The account a server started as root runs as, once its ports are bound (see
+    /// `server::privileges`); ignored when started as any other user. Must not be root.
+    pub user: String,
+    /// The group it runs as; empty (the default): `user`'s primary group.
+    pub group: String,
 }
 
 impl Default for ServerSection {
@@ -40,6 +45,8 @@ impl Default for ServerSection {
             data_dir: "ringmail-data".into(),
             shards: 0,
             log_level: "info".into(),
+            user: "ringmail".into(),
+            group: String::new(),
         }
     }
 }

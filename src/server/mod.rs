@@ -1,7 +1,9 @@
-//! Running the server: take the data directory's lock, start one shard per CPU, let each open its
-//! slice of the queue and its listeners, and on SIGTERM/SIGINT shut everything down in order.
+//! Running the server: bind every listener, drop root (see `privileges`), take the data
+//! directory's lock, start one shard per CPU, let each open its slice of the queue and adopt its
+//! listeners, and on SIGTERM/SIGINT shut everything down in order.
 
 mod listeners;
+pub mod privileges;
 mod relay;
 mod shard;
 
@@ -24,6 +26,11 @@ pub enum ServerError {
     Shard(String),
     /// The resolver could not be set up (no usable nameserver).
     Dns(String),
+    /// A setting is wrong for this host (e.g. `server.user` does not exist): the operator
+    /// fixes `key` in the configuration file.
+    Config { key: &'static str, message: String },
+    /// Dropping root failed or did not hold: the server refuses to run.
+    Privileges(String),
 }
 
 impl fmt::Display for ServerError {
@@ -34,6 +41,8 @@ impl fmt::Display for ServerError {
             ServerError::Tls(m) => write!(f, "tls: {m}"),
             ServerError::Shard(m) => write!(f, "shard: {m}"),
             ServerError::Dns(m) => write!(f, "dns: {m}"),
+            ServerError::Config { key, message } => write!(f, "{key}: {message}"),
+            ServerError::Privileges(m) => write!(f, "privileges: {m}"),
         }
     }
 }
@@ -65,12 +74,17 @@ pub struct Setup {
     pub control: Vec<flume::Receiver<crate::control::ControlMessage>>,
     /// The DNS resolver (on the sidecar thread), shared by every shard's destination owner.
     pub resolver: crate::dns::Resolver,
+    /// Every shard's listening sockets, bound before the privilege drop; shard `i` takes its
+    /// own once.
+    pub listeners: listeners::BoundListeners,
 }
 
 /// Runs the server until it is told to stop. Returns once every shard has shut down.
 pub fn run(mut config: Config) -> Result<(), ServerError> {
     crate::logging::init(crate::logging::parse_level(&config.server.log_level));
     crate::tls::install_default_provider();
+    // Read before the privilege drop: a private key is often readable by root only. (A reload
+    // on SIGHUP would run unprivileged and needs the key readable by server.user.)
     let tls = match (&config.tls.cert, &config.tls.key) {
         (Some(cert), Some(key)) => Some(
             crate::tls::load_server_config(cert, key)
@@ -79,14 +93,33 @@ pub fn run(mut config: Config) -> Result<(), ServerError> {
         _ => None,
     };
 
+    // Root: who to become, and the data directory made theirs. Then the ports (below 1024 need
+    // root), then the drop, before any thread exists or any listener accepts (privileges.rs).
+    let identity = privileges::Identity::for_config(&config.server)?;
     let data_dir = &config.server.data_dir;
-    std::fs::create_dir_all(data_dir)
-        .map_err(|e| ServerError::DataDir(format!("cannot create {}: {e}", data_dir.display())))?;
+    privileges::make_data_dir(data_dir, &identity)?;
     // glommio's file calls resolve relative paths against no directory at all (EBADF), so every
     // path the shards use is made absolute once, here.
     config.server.data_dir = std::path::absolute(data_dir)
         .map_err(|e| ServerError::DataDir(format!("{}: {e}", data_dir.display())))?;
+    let shard_count = match config.server.shards {
+        0 => std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
+        n => n,
+    };
+    let listen = listeners::resolve(&config)?;
+    let bound = listeners::bind_all(&listen, shard_count)?;
+    identity.drop_privileges()?;
+
+    // From here on the server is unprivileged; it creates and opens its files only now.
     let data_dir = &config.server.data_dir;
+    privileges::check_data_dir(
+        data_dir,
+        &config.queue_dir(),
+        &config.mail_root(),
+        &identity,
+    )?;
     let _lock =
         shards::DirLock::acquire(data_dir).map_err(|e| ServerError::DataDir(e.to_string()))?;
     std::fs::create_dir_all(config.mail_root()).map_err(|e| {
@@ -96,14 +129,7 @@ pub fn run(mut config: Config) -> Result<(), ServerError> {
         ))
     })?;
 
-    let listen = listeners::resolve(&config)?;
     let blocking = crate::blocking::BlockingPool::new(BLOCKING_THREADS);
-    let shard_count = match config.server.shards {
-        0 => std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1),
-        n => n,
-    };
     // The sidecar thread runs the resolver and the control socket; both live until `run`
     // returns. The control socket is (re)created only now that the lock is ours, so a second
     // server never unlinks the first one's socket; it is dropped (removed) first.
@@ -122,6 +148,7 @@ pub fn run(mut config: Config) -> Result<(), ServerError> {
         blocking,
         control,
         resolver,
+        listeners: bound,
     });
 
     let shard_setup = Arc::clone(&setup);

@@ -1,4 +1,4 @@
-//! One shard's life: recover its queue, start its scheduler, bind its listeners, serve, and on
+//! One shard's life: recover its queue, start its scheduler, adopt its listeners, serve, and on
 //! shutdown stop accepting, answer open sessions 421, let deliveries in flight land, and sync
 //! the queue.
 
@@ -113,22 +113,28 @@ async fn start(
         shutdown.clone(),
     ));
 
+    // Bound on the main thread before the privilege drop (super::listeners); this shard adopts
+    // its own sockets and only now starts accepting on them.
+    let listeners = setup
+        .listeners
+        .take(id)
+        .ok_or_else(|| "no listening sockets were bound for this shard".to_string())?;
     let mut accept_loops = Vec::new();
-    for addr in &setup.listen.smtp {
+    for (addr, listener) in listeners.smtp {
         let smtp = Rc::clone(&smtp);
-        accept_loops.push(listen(*addr, &shutdown, move |stream| {
+        accept_loops.push(listen(addr, listener, &shutdown, move |stream| {
             glommio::spawn_local(crate::smtp::connection::serve(stream, Rc::clone(&smtp))).detach();
-        })?);
+        }));
     }
     let pop3 = Rc::new(pop3_shard(setup));
-    for (addrs, implicit_tls) in [(&setup.listen.pop3, false), (&setup.listen.pop3s, true)] {
-        for addr in addrs {
+    for (sockets, implicit_tls) in [(listeners.pop3, false), (listeners.pop3s, true)] {
+        for (addr, listener) in sockets {
             let pop3 = Rc::clone(&pop3);
-            accept_loops.push(listen(*addr, &shutdown, move |stream| {
+            accept_loops.push(listen(addr, listener, &shutdown, move |stream| {
                 let session =
                     crate::pop3::connection::serve(stream, Rc::clone(&pop3), implicit_tls);
                 glommio::spawn_local(session).detach();
-            })?);
+            }));
         }
     }
     // Queue control from the control socket (crate::control); the scheduler will answer it.
@@ -194,17 +200,18 @@ impl Running {
     }
 }
 
-/// Binds `addr` on this shard and starts its accept loop, which hands every connection to
-/// `spawn` until shutdown.
+/// Adopts `listener` (bound to `addr` before the privilege drop) on this shard and starts its
+/// accept loop, which hands every connection to `spawn` until shutdown.
 fn listen(
     addr: SocketAddr,
+    listener: std::net::TcpListener,
     shutdown: &shards::ShutdownSignal,
     spawn: impl Fn(glommio::net::TcpStream) + 'static,
-) -> Result<glommio::task::JoinHandle<()>, String> {
-    let listener =
-        shards::bind_listener(addr, 1024).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+) -> glommio::task::JoinHandle<()> {
+    let listener = shards::adopt_listener(listener);
+    log::debug!("accepting on {addr}");
     let shutdown = shutdown.clone();
-    Ok(glommio::spawn_local(accept_loop(listener, shutdown, spawn)).detach())
+    glommio::spawn_local(accept_loop(listener, shutdown, spawn)).detach()
 }
 
 /// Accepts connections until shutdown, handing each to `spawn`.

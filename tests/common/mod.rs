@@ -14,6 +14,9 @@ use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_ringmail");
 
+/// The unprivileged user test servers started as root run as (see [`base_config`]).
+pub const TEST_USER: &str = "nobody";
+
 /// A running ringmail with its own data directory.
 pub struct Server {
     child: Option<Child>,
@@ -68,9 +71,13 @@ pub fn test_dir(name: &str) -> TestDir {
 /// Remote mail must never reach the machine's resolver or a real host: unless `extra` brings its
 /// own `[dns]` and `[relay]` sections, the resolver is a dead loopback port and every remote
 /// domain is routed to one (so remote recipients and bounces are simply deferred).
+///
+/// Started as root (the test user here), the server drops to `server.user`: [`TEST_USER`], which
+/// every Linux has. [`Server::start_with`] gives it the data directory a test prepared as root.
 pub fn base_config(dir: &Path, smtp_extra: &str, extra: &str) -> String {
     let mut config = format!(
-        "[server]\nhostname = \"mx.test\"\ndata_dir = \"{data}\"\nshards = 2\nlog_level = \"info\"\n\n\
+        "[server]\nhostname = \"mx.test\"\ndata_dir = \"{data}\"\nshards = 2\nlog_level = \"info\"\n\
+         user = \"{TEST_USER}\"\n\n\
          [smtp]\nlisten = [\"127.0.0.1:0\"]\n{smtp_extra}\n\n\
          [local]\ndomains = [\"example.test\", \"localhost\"]\n\n\
          [pop3]\nlisten = [\"127.0.0.1:0\"]\nallow_plaintext_auth = \"loopback\"\n\n{extra}",
@@ -103,6 +110,7 @@ impl Server {
 
     /// Starts ringmail again on the same directory and config file (after a stop or a crash).
     pub fn start_with(dir: &Path, config_path: &Path) -> Server {
+        give_data_dir_to_server_user(config_path);
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -314,6 +322,40 @@ fn wait_timeout(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
             return None;
         }
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Started as root, the server runs as its `server.user` and refuses a data directory that user
+/// cannot write; what a test wrote there as root (Maildirs, passwd, a queue from an earlier run)
+/// is handed to that user first, as an operator would `chown -R` it.
+fn give_data_dir_to_server_user(config_path: &Path) {
+    let Ok(text) = std::fs::read_to_string(config_path) else {
+        return;
+    };
+    let setting = |key: &str| {
+        text.lines().find_map(|line| {
+            let value = line
+                .trim()
+                .strip_prefix(key)?
+                .trim_start()
+                .strip_prefix('=')?;
+            Some(value.trim().trim_matches('"').to_string())
+        })
+    };
+    let (Some(user), Some(data_dir)) = (setting("user"), setting("data_dir")) else {
+        return;
+    };
+    let root = std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"));
+    if root && Path::new(&data_dir).exists() {
+        let status = Command::new("chown")
+            .args(["-R", &format!("{user}:")])
+            .arg(&data_dir)
+            .status()
+            .unwrap();
+        assert!(status.success(), "chown -R {user}: {data_dir}");
     }
 }
 
