@@ -160,6 +160,31 @@ fn validate(config: &Config) -> Result<(), Invalid> {
         )?;
     }
 
+    if !server.log_file.as_os_str().is_empty() {
+        let parent = match server.log_file.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        if server.log_file.file_name().is_none() {
+            invalid("server.log_file", "must name a file, not a directory")?;
+        }
+        if !parent.is_dir() {
+            invalid(
+                "server.log_file",
+                format!(
+                    "the directory {} does not exist (ringmail creates the file, not its directory)",
+                    parent.display()
+                ),
+            )?;
+        }
+    }
+    if !(1..=1024).contains(&server.blocking_threads) {
+        invalid("server.blocking_threads", "must be between 1 and 1024")?;
+    }
+    if !(1..=1_000_000).contains(&server.blocking_queue) {
+        invalid("server.blocking_queue", "must be between 1 and 1000000")?;
+    }
+
     let smtp = &config.smtp;
     check_listeners("smtp.listen", &smtp.listen)?;
     if smtp.max_message_size < 1024 {
@@ -433,6 +458,30 @@ mod tests {
                 "one of",
             ),
             ("[smtp\n", 1, "smtp", "invalid table header"),
+            (
+                "[server]\nshards = 2\nlog_file = \"/nonexistent/dir/ringmail.log\"\n",
+                3,
+                "server.log_file",
+                "/nonexistent/dir does not exist",
+            ),
+            (
+                "[server]\nlog_format = \"xml\"\n",
+                2,
+                "server.log_format",
+                "unknown variant",
+            ),
+            (
+                "[server]\nblocking_threads = 0\n",
+                2,
+                "server.blocking_threads",
+                "between 1 and 1024",
+            ),
+            (
+                "[server]\n\nblocking_queue = 0\n",
+                3,
+                "server.blocking_queue",
+                "between 1 and 1000000",
+            ),
         ];
         for (text, line, key, words) in cases {
             let err = load_str(text, "test.toml").unwrap_err();

@@ -31,6 +31,27 @@ pub struct ServerSection {
     pub shards: usize,
     /// error, warn, info, debug or trace.
     pub log_level: String,
+    /// Where log lines go: empty (the default) for standard error, or a file that is appended
+    /// to and reopened on SIGHUP or SIGUSR1 (for logrotate). A relative path is relative to the
+    /// working directory.
+    pub log_file: PathBuf,
+    pub log_format: LogFormatSetting,
+    /// Threads for work that must not run on a shard: password checks, checkpassword programs,
+    /// POP3 mailbox listings and commits.
+    pub blocking_threads: usize,
+    /// Jobs that may wait for a blocking thread. Beyond it, a POP3 login is answered with a
+    /// temporary failure at once; mailbox work waits (off the shard) for room.
+    pub blocking_queue: usize,
+}
+
+/// How each log line is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormatSetting {
+    /// `2026-11-25 16:31:31.123 ringmail-shard-0 info: new msg ...` (qmail style).
+    Text,
+    /// One JSON object per line: `ts`, `level`, `thread`, `msg`.
+    Json,
 }
 
 impl Default for ServerSection {
@@ -40,6 +61,10 @@ impl Default for ServerSection {
             data_dir: "ringmail-data".into(),
             shards: 0,
             log_level: "info".into(),
+            log_file: PathBuf::new(),
+            log_format: LogFormatSetting::Text,
+            blocking_threads: 4,
+            blocking_queue: 1024,
         }
     }
 }

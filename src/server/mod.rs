@@ -1,5 +1,15 @@
 //! Running the server: take the data directory's lock, start one shard per CPU, let each open its
 //! slice of the queue and its listeners, and on SIGTERM/SIGINT shut everything down in order.
+//!
+//! Signals, as a qmail operator expects them:
+//!
+//! | signal          | effect |
+//! |-----------------|--------|
+//! | SIGTERM, SIGINT | graceful shutdown, exit 0; a second one exits at once (128 + signal) |
+//! | SIGALRM         | retry every deferred recipient now (qmail-send's ALRM; `ringmail queue flush`) |
+//! | SIGHUP          | reopen the log file; the configuration is not reloaded (the log says so) |
+//! | SIGUSR1         | reopen the log file (for logrotate's `postrotate`) |
+//! | SIGPIPE         | ignored: a client that resets its connection costs one write an `EPIPE` |
 
 mod listeners;
 pub mod policy;
@@ -23,6 +33,8 @@ pub enum ServerError {
     Tls(String),
     /// A shard failed (queue unreadable, listener lost, panic).
     Shard(String),
+    /// The log file could not be opened.
+    Log(String),
     /// The resolver could not be set up (no usable nameserver).
     Dns(String),
 }
@@ -35,15 +47,12 @@ impl fmt::Display for ServerError {
             ServerError::Tls(m) => write!(f, "tls: {m}"),
             ServerError::Shard(m) => write!(f, "shard: {m}"),
             ServerError::Dns(m) => write!(f, "dns: {m}"),
+            ServerError::Log(m) => write!(f, "log: {m}"),
         }
     }
 }
 
 impl std::error::Error for ServerError {}
-
-/// Blocking-pool threads: enough to keep argon2 checks (tens of ms each) from queueing behind one
-/// another on a small host.
-const BLOCKING_THREADS: usize = 4;
 
 /// Concrete listen addresses (port 0 already resolved to a real port) for each service.
 #[derive(Debug, Clone)]
@@ -70,7 +79,14 @@ pub struct Setup {
 
 /// Runs the server until it is told to stop. Returns once every shard has shut down.
 pub fn run(mut config: Config) -> Result<(), ServerError> {
-    crate::logging::init(crate::logging::parse_level(&config.server.log_level));
+    crate::logging::init(&log_settings(&config)).map_err(|e| {
+        ServerError::Log(format!(
+            "cannot open {}: {e}",
+            config.server.log_file.display()
+        ))
+    })?;
+    // Every way out of `run` (the last line, an error, a panic unwinding) flushes the log.
+    let _flush_log = crate::logging::FlushOnDrop;
     crate::tls::install_default_provider();
     let tls = match (&config.tls.cert, &config.tls.key) {
         (Some(cert), Some(key)) => Some(
@@ -98,7 +114,11 @@ pub fn run(mut config: Config) -> Result<(), ServerError> {
     })?;
 
     let listen = listeners::resolve(&config)?;
-    let blocking = crate::blocking::BlockingPool::new(BLOCKING_THREADS);
+    let blocking = crate::blocking::BlockingPool::new(
+        "ringmail-blocking",
+        config.server.blocking_threads,
+        config.server.blocking_queue,
+    );
     let shard_count = match config.server.shards {
         0 => std::thread::available_parallelism()
             .map(|n| n.get())
@@ -114,8 +134,10 @@ pub fn run(mut config: Config) -> Result<(), ServerError> {
         .map_err(|e| ServerError::Dns(e.to_string()))?;
     let (control_senders, control) = crate::control::channels(shard_count);
     let socket = crate::control::socket_path(data_dir);
-    let _control = crate::control::ControlServer::start(&sidecar, &socket, control_senders)
-        .map_err(|e| ServerError::DataDir(format!("control socket {}: {e}", socket.display())))?;
+    let control_server = crate::control::ControlServer::start(&sidecar, &socket, control_senders)
+        .map_err(|e| {
+        ServerError::DataDir(format!("control socket {}: {e}", socket.display()))
+    })?;
     let setup = Arc::new(Setup {
         config,
         listen,
@@ -137,7 +159,8 @@ pub fn run(mut config: Config) -> Result<(), ServerError> {
         move |ctx| shard::run(ctx, Arc::clone(&shard_setup), ready_tx.clone()),
     )
     .map_err(|e| ServerError::Shard(e.to_string()))?;
-    shards::install_signal_handlers(&set).map_err(|e| ServerError::Shard(e.to_string()))?;
+    shards::install_signal_handlers_with(&set, signal_actions(&control_server))
+        .map_err(|e| ServerError::Shard(e.to_string()))?;
 
     // Each shard reports once its queue is recovered and its listeners are bound; only then is
     // the server announced.
@@ -161,6 +184,33 @@ pub fn run(mut config: Config) -> Result<(), ServerError> {
     set.join().map_err(|e| ServerError::Shard(e.to_string()))?;
     info!("ringmail stopped");
     Ok(())
+}
+
+/// What SIGALRM, SIGHUP and SIGUSR1 do (the table in the module header). Each only hands work
+/// off, so the signal thread is free for the next signal at once.
+fn signal_actions(control: &crate::control::ControlServer) -> Vec<shards::SignalAction> {
+    use shards::SignalAction;
+    let requester = control.requester();
+    vec![
+        SignalAction::new(libc::SIGALRM, move || {
+            requester.submit(crate::control::ControlRequest::Flush, "signal ALRM")
+        }),
+        SignalAction::new(libc::SIGHUP, || crate::logging::reopen(libc::SIGHUP)),
+        SignalAction::new(libc::SIGUSR1, || crate::logging::reopen(libc::SIGUSR1)),
+    ]
+}
+
+/// The logger's settings from `[server]`.
+fn log_settings(config: &Config) -> crate::logging::LogSettings {
+    let server = &config.server;
+    crate::logging::LogSettings {
+        level: crate::logging::parse_level(&server.log_level),
+        file: (!server.log_file.as_os_str().is_empty()).then(|| server.log_file.clone()),
+        format: match server.log_format {
+            crate::config::LogFormatSetting::Text => crate::logging::LogFormat::Text,
+            crate::config::LogFormatSetting::Json => crate::logging::LogFormat::Json,
+        },
+    }
 }
 
 /// Tells the operator (on stdout, which tests read too) where ringmail listens and where mail goes.
