@@ -236,7 +236,7 @@ mod tests {
         f: impl FnOnce() -> std::pin::Pin<Box<dyn Future<Output = T>>> + Send + 'static,
     ) -> T {
         glommio::LocalExecutorBuilder::default()
-            .spawn(move || f())
+            .spawn(f)
             .unwrap()
             .join()
             .unwrap()

@@ -196,3 +196,27 @@ fn sigpipe_and_clients_that_reset_mid_reply_do_not_kill_the_server() {
     assert_eq!(server.wait_for_mail("bob@example.test", 1, 20).len(), 1);
     assert_eq!(server.terminate().code(), Some(0), "{}", server.log());
 }
+
+#[test]
+fn serve_help_names_the_signals_and_the_new_keys() {
+    let out = std::process::Command::new(common::BIN)
+        .args(["serve", "--help"])
+        .output()
+        .expect("ringmail serve --help");
+    let text = String::from_utf8_lossy(&out.stdout);
+    for word in [
+        "SIGALRM",
+        "SIGHUP",
+        "SIGUSR1",
+        "SIGPIPE",
+        "log_file",
+        "log_format",
+        "blocking_threads",
+        "blocking_queue",
+    ] {
+        assert!(
+            text.contains(word),
+            "{word} missing from serve --help:\n{text}"
+        );
+    }
+}

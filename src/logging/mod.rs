@@ -9,10 +9,10 @@
 //!
 //! # Nothing blocks a shard on logging
 //!
-//! A log call formats its line on the calling thread and pushes it onto one bounded
-//! crossbeam channel (lock-free for a sender that finds room); the logger thread
-//! (`ringmail-logger`, [`writer`]) is the only one that writes, to standard error or to
-//! `log_file`. Each line is written whole, so lines never interleave.
+//! A log call formats its line on the calling thread and pushes it onto one bounded lock-free
+//! queue (crossbeam's `ArrayQueue`), then unparks the logger thread (`ringmail-logger`,
+//! [`writer`]), the only one that writes, to standard error or to `log_file`. No lock and no
+//! I/O on the calling thread. Each line is written whole, so lines never interleave.
 //!
 //! **When the queue is full** ([`QUEUE_LINES`] lines waiting: the disk or the pipe behind
 //! stderr has stalled for a long while), the line is dropped and counted, and the logger writes
@@ -21,7 +21,8 @@
 //! the log that says it is there.
 //!
 //! **Nothing is lost at shutdown**: [`flush`] waits until everything queued before it is
-//! written and flushed. `ringmail serve` flushes after its last line (`ringmail stopped`),
+//! written and flushed, however slow the log is, as long as the logger makes progress (it gives
+//! up after 5 s without any, so a dead log cannot hold the process forever). `ringmail serve` flushes after its last line (`ringmail stopped`),
 //! on every error return, and the panic hook installed by [`init`] flushes after logging the
 //! panic. A second SIGTERM's immediate exit flushes too (through `log::logger().flush()`).
 //!
@@ -42,12 +43,16 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use writer::{Command, Shared};
 
+/// How long [`flush`] sleeps between tries while the queue is full.
+const FLUSH_RETRY: Duration = Duration::from_millis(1);
+
 /// Lines the queue holds before log calls start dropping. At ~150 bytes a line that is ~10 MB
 /// at worst, and several seconds of the busiest server's logging.
 pub const QUEUE_LINES: usize = 65_536;
 
-/// How long [`flush`] waits for the logger thread before giving up (a log on a dead NFS mount
-/// must not keep the server from exiting).
+/// How long [`flush`] waits while the logger thread makes no progress at all before giving up
+/// (a log on a dead NFS mount must not keep the server from exiting). A log that is merely slow
+/// is waited for, however long its backlog takes.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How the server logs; from `[server]`.
@@ -61,7 +66,6 @@ pub struct LogSettings {
 
 struct QueueLogger {
     format: LogFormat,
-    queue: crossbeam_channel::Sender<Command>,
     shared: Arc<Shared>,
 }
 
@@ -84,17 +88,8 @@ impl Log for QueueLogger {
             record.level(),
             record.args(),
         );
-        match self.queue.try_send(Command::Line(line)) {
-            Ok(()) => {}
-            Err(crossbeam_channel::TrySendError::Full(_)) => {
-                self.shared.dropped.fetch_add(1, Ordering::Relaxed);
-            }
-            // The logger thread is gone (it panicked): better a blocking write than no line.
-            Err(crossbeam_channel::TrySendError::Disconnected(Command::Line(line))) => {
-                use std::io::Write;
-                let _ = io::stderr().lock().write_all(line.as_bytes());
-            }
-            Err(crossbeam_channel::TrySendError::Disconnected(_)) => {}
+        if self.shared.push(Command::Line(line)).is_err() {
+            self.shared.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -123,15 +118,14 @@ pub fn init(settings: &LogSettings) -> io::Result<()> {
         return Ok(());
     }
     let sink = writer::Sink::open(settings.file.as_deref())?;
-    let (queue, lines) = crossbeam_channel::bounded(QUEUE_LINES);
-    let shared = Arc::new(Shared::default());
-    let thread = writer::Writer::new(sink, settings.format, Arc::clone(&shared), QUEUE_LINES);
-    std::thread::Builder::new()
-        .name(writer::THREAD_NAME.into())
-        .spawn(move || thread.run(lines))?;
+    let shared = Arc::new(Shared::new(QUEUE_LINES));
+    shared.start(writer::Writer::new(
+        sink,
+        settings.format,
+        Arc::clone(&shared),
+    ))?;
     let logger = LOGGER.get_or_init(|| QueueLogger {
         format: settings.format,
-        queue,
         shared,
     });
     // Only fails if another logger was installed first, which ringmail never does.
@@ -148,21 +142,64 @@ pub fn init(settings: &LogSettings) -> io::Result<()> {
     Ok(())
 }
 
-/// Waits (at most 5 s) until every line logged before this call is written and flushed.
-/// Does nothing before [`init`], or on the logger thread itself.
+/// Waits until every line logged before this call is written and flushed, unless the logger
+/// makes no progress for [`FLUSH_TIMEOUT`]. Does nothing before [`init`], or on the logger
+/// thread itself.
 pub fn flush() {
     let Some(logger) = LOGGER.get() else { return };
     if std::thread::current().name() == Some(writer::THREAD_NAME) {
         return;
     }
     let (done, flushed) = crossbeam_channel::bounded(1);
+    let shared = &logger.shared;
+    let mut progress = Progress::new(shared);
     // Unlike a log line, the flush request waits for room: its caller is about to exit.
-    if logger
-        .queue
-        .send_timeout(Command::Flush(done), FLUSH_TIMEOUT)
-        .is_ok()
-    {
-        let _ = flushed.recv_timeout(FLUSH_TIMEOUT);
+    let mut request = Command::Flush(done);
+    loop {
+        match shared.push(request) {
+            Ok(()) => break,
+            Err(_) if progress.stuck(shared) => return,
+            Err(back) => {
+                request = back;
+                std::thread::sleep(FLUSH_RETRY);
+            }
+        }
+    }
+    while flushed.recv_timeout(FLUSH_POLL).is_err() {
+        if progress.stuck(shared) {
+            return;
+        }
+    }
+}
+
+/// How often a waiting [`flush`] looks whether the logger is still moving.
+const FLUSH_POLL: Duration = Duration::from_millis(100);
+
+/// Whether the logger has taken anything off the queue lately.
+struct Progress {
+    taken: u64,
+    since: std::time::Instant,
+}
+
+impl Progress {
+    fn new(shared: &Shared) -> Self {
+        Progress {
+            taken: shared.taken.load(Ordering::Relaxed),
+            since: std::time::Instant::now(),
+        }
+    }
+
+    /// True once [`FLUSH_TIMEOUT`] has passed without the logger taking a command.
+    fn stuck(&mut self, shared: &Shared) -> bool {
+        let taken = shared.taken.load(Ordering::Relaxed);
+        if taken != self.taken {
+            *self = Progress {
+                taken,
+                since: std::time::Instant::now(),
+            };
+            return false;
+        }
+        self.since.elapsed() >= FLUSH_TIMEOUT
     }
 }
 
@@ -171,8 +208,7 @@ pub fn flush() {
 pub fn reopen(signal: i32) {
     let Some(logger) = LOGGER.get() else { return };
     logger.shared.reopen.store(signal, Ordering::SeqCst);
-    // A full queue means the logger is busy and sees the request after its current line.
-    let _ = logger.queue.try_send(Command::Wake);
+    logger.shared.wake();
 }
 
 /// Flushes the log when dropped: `ringmail serve` holds one for its whole run, so every way

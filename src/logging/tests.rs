@@ -7,19 +7,22 @@ use super::*;
 use log::Level;
 use std::path::Path;
 
-fn start_writer(path: &Path, capacity: usize) -> (crossbeam_channel::Sender<Command>, Arc<Shared>) {
-    let (queue, lines) = crossbeam_channel::bounded(capacity);
-    let shared = Arc::new(Shared::default());
+fn start_writer(path: &Path, capacity: usize) -> Arc<Shared> {
+    let shared = Arc::new(Shared::new(capacity));
     let sink = Sink::open(Some(path)).expect("open log");
-    let writer = Writer::new(sink, LogFormat::Text, Arc::clone(&shared), capacity);
-    std::thread::spawn(move || writer.run(lines));
-    (queue, shared)
+    let writer = Writer::new(sink, LogFormat::Text, Arc::clone(&shared));
+    shared.start(writer).expect("logger thread");
+    shared
 }
 
-fn flush_now(queue: &crossbeam_channel::Sender<Command>) {
+fn flush_now(queue: &Shared) {
     let (done, flushed) = crossbeam_channel::bounded(1);
-    queue.send(Command::Flush(done)).expect("send flush");
+    assert!(queue.push(Command::Flush(done)).is_ok(), "room for flush");
     flushed.recv_timeout(FLUSH_TIMEOUT).expect("flushed");
+}
+
+fn send(queue: &Shared, command: Command) {
+    assert!(queue.push(command).is_ok(), "room in the queue");
 }
 
 fn line(text: &str) -> Command {
@@ -30,12 +33,13 @@ fn line(text: &str) -> Command {
 fn a_flush_writes_everything_before_it_and_drops_are_reported() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("ringmail.log");
-    let (queue, shared) = start_writer(&path, 16);
+    let shared = start_writer(&path, 16);
+    let queue = &*shared;
     for i in 0..5 {
-        queue.send(line(&format!("line {i}"))).expect("send");
+        send(queue, line(&format!("line {i}")));
     }
     shared.dropped.fetch_add(3, Ordering::Relaxed);
-    flush_now(&queue);
+    flush_now(queue);
     let text = std::fs::read_to_string(&path).expect("read log");
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(
@@ -55,16 +59,18 @@ fn reopen_moves_to_a_fresh_file_at_the_same_path() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("ringmail.log");
     let rotated = dir.path().join("ringmail.log.1");
-    let (queue, shared) = start_writer(&path, 16);
-    queue.send(line("before")).expect("send");
-    flush_now(&queue);
+    let shared = start_writer(&path, 16);
+    let queue = &*shared;
+    send(queue, line("before"));
+    flush_now(queue);
     std::fs::rename(&path, &rotated).expect("rotate");
     // Still the old file: nothing asked for a reopen.
-    queue.send(line("after rename")).expect("send");
+    send(queue, line("after rename"));
+    flush_now(queue);
     shared.reopen.store(libc::SIGUSR1, Ordering::SeqCst);
-    queue.send(Command::Wake).expect("wake");
-    queue.send(line("after reopen")).expect("send");
-    flush_now(&queue);
+    shared.wake();
+    send(queue, line("after reopen"));
+    flush_now(queue);
     let old = std::fs::read_to_string(&rotated).expect("old log");
     assert_eq!(old, "before\nafter rename\n");
     let new = std::fs::read_to_string(&path).expect("new log");
@@ -83,11 +89,10 @@ fn reopen_moves_to_a_fresh_file_at_the_same_path() {
 #[test]
 fn a_full_queue_drops_and_counts_instead_of_waiting() {
     log::set_max_level(LevelFilter::Info);
-    let (queue, lines) = crossbeam_channel::bounded(2);
+    // No logger thread: nothing drains the queue.
     let logger = QueueLogger {
         format: LogFormat::Json,
-        queue,
-        shared: Arc::new(Shared::default()),
+        shared: Arc::new(Shared::new(2)),
     };
     let started = std::time::Instant::now();
     for i in 0..5 {
@@ -103,7 +108,7 @@ fn a_full_queue_drops_and_counts_instead_of_waiting() {
         "log calls never wait"
     );
     assert_eq!(logger.shared.dropped.load(Ordering::Relaxed), 3);
-    let Ok(Command::Line(first)) = lines.try_recv() else {
+    let Some(Command::Line(first)) = logger.shared.pop() else {
         panic!("a queued line")
     };
     assert!(first.starts_with("{\"ts\":\""), "{first}");

@@ -2,16 +2,22 @@
 //! shards push to, writes through a buffer that it flushes whenever the queue runs dry (so a
 //! quiet server's log is always current), reopens the log file when asked (SIGHUP/SIGUSR1, for
 //! logrotate), and reports lines that were dropped because the queue was full.
+//!
+//! The queue is a crossbeam `ArrayQueue` (a lock-free ring): a push is a few atomic operations
+//! and never waits. A thread that pushes then unparks the logger, which parks only after finding
+//! the queue empty; `unpark` before `park` makes the `park` return at once, so no wake-up is
+//! lost and no lock is needed on either side.
 
 use super::format::{self, LogFormat};
-use crossbeam_channel::{Receiver, TryRecvError};
+use crossbeam_queue::ArrayQueue;
 use log::Level;
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::thread::Thread;
 use std::time::SystemTime;
 
 /// The logger thread's name, which its own lines carry.
@@ -24,19 +30,70 @@ const BUFFER: usize = 64 * 1024;
 pub enum Command {
     /// A formatted line, newline included.
     Line(String),
-    /// Nothing to write: look at the reopen request (sent after setting it).
-    Wake,
     /// Write everything queued before this, flush, then answer.
     Flush(crossbeam_channel::Sender<()>),
 }
 
-/// What the log calls and the logger thread share, besides the queue.
-#[derive(Debug, Default)]
+/// What the log calls and the logger thread share.
 pub struct Shared {
+    queue: ArrayQueue<Command>,
     /// Lines the log calls could not queue since the last report.
     pub dropped: AtomicU64,
     /// The signal that asked for a reopen (0: none pending).
     pub reopen: AtomicI32,
+    /// Commands the logger has taken off the queue, so a flush can tell a slow log (still
+    /// moving) from a stuck one.
+    pub taken: AtomicU64,
+    /// The logger thread, to unpark; set once it is started.
+    logger: OnceLock<Thread>,
+}
+
+impl Shared {
+    /// An empty queue of `capacity` commands.
+    pub fn new(capacity: usize) -> Self {
+        Shared {
+            queue: ArrayQueue::new(capacity.max(1)),
+            dropped: AtomicU64::new(0),
+            reopen: AtomicI32::new(0),
+            taken: AtomicU64::new(0),
+            logger: OnceLock::new(),
+        }
+    }
+
+    /// Commands the queue holds at most.
+    pub fn capacity(&self) -> usize {
+        self.queue.capacity()
+    }
+
+    /// Queues `command` and wakes the logger; gives it back if the queue is full. Never waits.
+    pub fn push(&self, command: Command) -> Result<(), Command> {
+        self.queue.push(command)?;
+        self.wake();
+        Ok(())
+    }
+
+    /// Wakes the logger thread (it looks at the queue and the reopen request).
+    pub fn wake(&self) {
+        if let Some(logger) = self.logger.get() {
+            logger.unpark();
+        }
+    }
+
+    /// Starts the logger thread (named [`THREAD_NAME`]) writing with `writer`.
+    pub fn start(self: &Arc<Self>, writer: Writer) -> io::Result<()> {
+        let handle = std::thread::Builder::new()
+            .name(THREAD_NAME.into())
+            .spawn(move || writer.run())?;
+        let _ = self.logger.set(handle.thread().clone());
+        // Anything pushed before the thread was known gets looked at now.
+        self.wake();
+        Ok(())
+    }
+
+    #[cfg(test)]
+    pub fn pop(&self) -> Option<Command> {
+        self.queue.pop()
+    }
 }
 
 /// Where lines go.
@@ -77,46 +134,38 @@ fn open_log_file(path: &Path) -> io::Result<File> {
 
 /// The logger thread's state.
 pub struct Writer {
-    pub sink: Sink,
-    pub format: LogFormat,
-    pub shared: Arc<Shared>,
-    pub capacity: usize,
+    sink: Sink,
+    format: LogFormat,
+    shared: Arc<Shared>,
     /// Whether the last write failed (reported once per failing streak, on stderr).
     failing: bool,
 }
 
 impl Writer {
-    pub fn new(sink: Sink, format: LogFormat, shared: Arc<Shared>, capacity: usize) -> Self {
+    pub fn new(sink: Sink, format: LogFormat, shared: Arc<Shared>) -> Self {
         Writer {
             sink,
             format,
             shared,
-            capacity,
             failing: false,
         }
     }
 
-    /// Runs until every sender is gone.
-    pub fn run(mut self, queue: Receiver<Command>) {
+    /// Runs for the life of the process (the process exits with it parked, after a flush).
+    fn run(mut self) {
         loop {
             self.reopen_if_asked();
-            let command = match queue.try_recv() {
-                Ok(command) => command,
-                Err(TryRecvError::Empty) => {
-                    // The queue ran dry: now is the time to say what was lost and to make the
-                    // log current, before sleeping.
-                    self.report_drops();
-                    self.flush();
-                    match queue.recv() {
-                        Ok(command) => command,
-                        Err(_) => break,
-                    }
-                }
-                Err(TryRecvError::Disconnected) => break,
+            let Some(command) = self.shared.queue.pop() else {
+                // The queue ran dry: now is the time to say what was lost and to make the log
+                // current, before sleeping until the next push (or a spurious wake-up).
+                self.report_drops();
+                self.flush();
+                std::thread::park();
+                continue;
             };
+            self.shared.taken.fetch_add(1, Ordering::Relaxed);
             match command {
                 Command::Line(line) => self.write(line.as_bytes()),
-                Command::Wake => {}
                 Command::Flush(done) => {
                     self.reopen_if_asked();
                     self.report_drops();
@@ -125,8 +174,6 @@ impl Writer {
                 }
             }
         }
-        self.report_drops();
-        self.flush();
     }
 
     fn write(&mut self, bytes: &[u8]) {
@@ -164,7 +211,7 @@ impl Writer {
     fn report_drops(&mut self) {
         let dropped = self.shared.dropped.swap(0, Ordering::Relaxed);
         if dropped > 0 {
-            let capacity = self.capacity;
+            let capacity = self.shared.capacity();
             self.own_line(
                 Level::Warn,
                 format_args!(
