@@ -398,6 +398,36 @@ mod tests {
         assert_eq!(config.smtp.listen, vec!["127.0.0.1:2525".to_string()]);
         assert_eq!(config.local.domains, vec!["localhost", "example.test"]);
         assert_eq!(config.pop3.listen, vec!["127.0.0.1:2110".to_string()]);
+        // Logging to stderr in text, and the blocking pool's documented size and bound.
+        assert!(config.server.log_file.as_os_str().is_empty());
+        assert_eq!(
+            config.server.log_format,
+            crate::config::LogFormatSetting::Text
+        );
+        assert_eq!(
+            (config.server.blocking_threads, config.server.blocking_queue),
+            (4, 1024)
+        );
+    }
+
+    #[test]
+    fn log_and_blocking_keys_are_read() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let text = format!(
+            "[server]\nlog_file = \"{}/ringmail.log\"\nlog_format = \"json\"\n\
+             blocking_threads = 8\nblocking_queue = 16\n",
+            dir.path().display()
+        );
+        let config = load_str(&text, "test.toml").expect("valid");
+        assert_eq!(config.server.log_file, dir.path().join("ringmail.log"));
+        assert_eq!(
+            config.server.log_format,
+            crate::config::LogFormatSetting::Json
+        );
+        assert_eq!(
+            (config.server.blocking_threads, config.server.blocking_queue),
+            (8, 16)
+        );
     }
 
     #[test]
