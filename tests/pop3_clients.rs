@@ -64,7 +64,7 @@ fn start_with(policy: PlaintextPolicy, idle_timeout: Duration) -> Server {
     let (tx, rx) = std::sync::mpsc::channel();
     glommio::LocalExecutorBuilder::default()
         .spawn(move || async move {
-            let pool = BlockingPool::new(2);
+            let pool = BlockingPool::new("test-blocking", 2, 64);
             let shard = Rc::new(Pop3Shard::new(settings, Some(tls), checker, pool));
             let plain = glommio::net::TcpListener::bind("127.0.0.1:0").unwrap();
             let secure = glommio::net::TcpListener::bind("127.0.0.1:0").unwrap();

@@ -55,11 +55,26 @@ pub use listener::{
 };
 pub use mesh::{Mesh, MeshError};
 pub use runtime::{BLOCKING_THREADS, ShardContext, ShardError, ShardSet, ShardSetConfig, start};
-pub use shutdown::{ShutdownHandle, ShutdownSignal, WaitShutdown, handle_signals};
+pub use shutdown::{
+    ShutdownHandle, ShutdownSignal, SignalAction, WaitShutdown, handle_signals, handle_signals_with,
+};
 
 /// Makes SIGTERM and SIGINT trigger `set`'s graceful shutdown, from a dedicated thread
 /// (`<name>-signals`). A second SIGTERM/SIGINT during shutdown exits the process at once
 /// (status 128 + signal). Call once per process.
 pub fn install_signal_handlers<R: Send + 'static>(set: &ShardSet<R>) -> std::io::Result<()> {
-    handle_signals(set.shutdown_handle(), &format!("{}-signals", set.name()))
+    install_signal_handlers_with(set, Vec::new())
+}
+
+/// [`install_signal_handlers`], plus the caller's own actions for other signals (SIGHUP,
+/// SIGALRM, ...), run on the same thread; see [`handle_signals_with`]. SIGPIPE is ignored.
+pub fn install_signal_handlers_with<R: Send + 'static>(
+    set: &ShardSet<R>,
+    extra: Vec<SignalAction>,
+) -> std::io::Result<()> {
+    handle_signals_with(
+        set.shutdown_handle(),
+        &format!("{}-signals", set.name()),
+        extra,
+    )
 }

@@ -151,25 +151,103 @@ impl Drop for WaitShutdown {
     }
 }
 
+/// What the signal thread does when one more signal arrives (beside SIGTERM/SIGINT): the
+/// caller decides what, e.g. reopen a log file on SIGHUP. `action` runs on the signal thread,
+/// one signal at a time, so it should only hand work off (set a flag, send a message): a
+/// SIGTERM that arrives meanwhile waits behind it.
+pub struct SignalAction {
+    /// The signal number (`signal_hook::consts::SIGHUP`, `libc::SIGALRM`, ...).
+    pub signal: i32,
+    /// Called on the signal thread each time `signal` arrives.
+    pub action: Box<dyn FnMut() + Send>,
+}
+
+impl SignalAction {
+    /// Runs `action` whenever `signal` arrives.
+    pub fn new(signal: i32, action: impl FnMut() + Send + 'static) -> Self {
+        SignalAction {
+            signal,
+            action: Box::new(action),
+        }
+    }
+}
+
+impl std::fmt::Debug for SignalAction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SignalAction")
+            .field("signal", &self.signal)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Starts a thread that turns the first SIGTERM or SIGINT into `handle.trigger()`.
 ///
 /// A second SIGTERM/SIGINT while shutdown is in progress exits the process at once with status
-/// 128 + signal number, as operators expect from a second Ctrl-C.
+/// 128 + signal number, as operators expect from a second Ctrl-C. SIGPIPE is ignored (see
+/// [`handle_signals_with`]).
 pub fn handle_signals(handle: ShutdownHandle, thread_name: &str) -> io::Result<()> {
-    use signal_hook::consts::{SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])?;
+    handle_signals_with(handle, thread_name, Vec::new())
+}
+
+/// [`handle_signals`], plus `extra` signals whose actions the same thread runs. A signal listed
+/// in `extra` no longer has its default effect (for SIGHUP, SIGALRM and SIGUSR1: killing the
+/// process). SIGTERM and SIGINT cannot be listed (they mean shutdown), nor can SIGPIPE or a
+/// signal listed twice.
+///
+/// SIGPIPE is set to "ignore" explicitly: a peer that resets a connection while a shard writes
+/// to it must cost that one write an `EPIPE`, never the process. (Rust's runtime already
+/// ignores it before `main`, but a library must not depend on how the binary was built.)
+/// Children started with `std::process::Command` get the default disposition back.
+pub fn handle_signals_with(
+    handle: ShutdownHandle,
+    thread_name: &str,
+    extra: Vec<SignalAction>,
+) -> io::Result<()> {
+    use signal_hook::consts::{SIGINT, SIGPIPE, SIGTERM};
+    let mut wanted = vec![SIGTERM, SIGINT];
+    for action in &extra {
+        if [SIGTERM, SIGINT, SIGPIPE].contains(&action.signal) || wanted.contains(&action.signal) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("signal {} cannot take an extra action", action.signal),
+            ));
+        }
+        wanted.push(action.signal);
+    }
+    ignore_sigpipe()?;
+    let mut signals = signal_hook::iterator::Signals::new(&wanted)?;
+    let mut actions = extra;
     std::thread::Builder::new()
         .name(thread_name.to_string())
         .spawn(move || {
             for signal in signals.forever() {
-                if handle.trigger() {
-                    log::info!("signal {signal}: shutting down (send it again to exit at once)");
-                } else {
-                    log::warn!("signal {signal} during shutdown: exiting now");
-                    std::process::exit(128 + signal);
+                if signal == SIGTERM || signal == SIGINT {
+                    if handle.trigger() {
+                        log::info!(
+                            "signal {signal}: shutting down (send it again to exit at once)"
+                        );
+                    } else {
+                        log::warn!("signal {signal} during shutdown: exiting now");
+                        // Whatever the logger still holds is written before the process goes.
+                        log::logger().flush();
+                        std::process::exit(128 + signal);
+                    }
+                } else if let Some(extra) = actions.iter_mut().find(|a| a.signal == signal) {
+                    (extra.action)();
                 }
             }
         })?;
+    Ok(())
+}
+
+/// Sets SIGPIPE's disposition to "ignore" for the whole process.
+fn ignore_sigpipe() -> io::Result<()> {
+    // SAFETY: `signal` with SIG_IGN installs no handler code; it only changes the disposition,
+    // which is process-wide and safe to change from any thread.
+    let previous = unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+    if previous == libc::SIG_ERR {
+        return Err(io::Error::last_os_error());
+    }
     Ok(())
 }
 
@@ -209,5 +287,51 @@ mod tests {
         futures_lite::future::block_on(signal.wait());
         assert!(signal.is_triggered());
         t.join().expect("trigger thread");
+    }
+
+    #[test]
+    fn extra_signals_run_their_action_and_sigpipe_is_ignored() {
+        use std::sync::atomic::AtomicUsize;
+        use std::time::{Duration, Instant};
+        let seen = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&seen);
+        let handle = ShutdownHandle::new();
+        handle_signals_with(
+            handle.clone(),
+            "test-signals",
+            vec![SignalAction::new(libc::SIGUSR2, move || {
+                counter.fetch_add(1, Ordering::SeqCst);
+            })],
+        )
+        .expect("signal thread");
+        signal_hook::low_level::raise(libc::SIGUSR2).expect("raise SIGUSR2");
+        // SIGPIPE's default would end this test process.
+        signal_hook::low_level::raise(libc::SIGPIPE).expect("raise SIGPIPE");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while seen.load(Ordering::SeqCst) == 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(seen.load(Ordering::SeqCst), 1);
+        assert!(!handle.is_triggered(), "an extra signal is not a shutdown");
+    }
+
+    #[test]
+    fn shutdown_signals_cannot_be_taken_over() {
+        for signal in [libc::SIGTERM, libc::SIGINT, libc::SIGPIPE] {
+            let err = handle_signals_with(
+                ShutdownHandle::new(),
+                "test-signals",
+                vec![SignalAction::new(signal, || {})],
+            )
+            .expect_err("refused");
+            assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+        }
+        let twice = vec![
+            SignalAction::new(libc::SIGHUP, || {}),
+            SignalAction::new(libc::SIGHUP, || {}),
+        ];
+        let err =
+            handle_signals_with(ShutdownHandle::new(), "test-signals", twice).expect_err("dup");
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
     }
 }

@@ -28,6 +28,18 @@ pub fn run(file: &Path) -> Result<ExitCode, ExitCode> {
         "  pop3s         {}",
         list_or_none(&config.pop3.pop3s_listen)
     );
+    println!(
+        "  log           {} ({})",
+        if config.server.log_file.as_os_str().is_empty() {
+            "stderr".to_string()
+        } else {
+            config.server.log_file.display().to_string()
+        },
+        match config.server.log_format {
+            crate::config::LogFormatSetting::Text => "text",
+            crate::config::LogFormatSetting::Json => "json",
+        }
+    );
     println!("  local domains {}", config.local.domains.join(", "));
     println!("  mail root     {}", config.mail_root().display());
     // Who may relay is the setting most worth a second look: an open relay is abused in hours.

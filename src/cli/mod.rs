@@ -61,8 +61,18 @@ where it listens and where mail goes, then logs one line per event to stderr.
 Started as root, it binds its ports and then runs as server.user (default ringmail) before \
 it accepts a connection; started as any other user, it runs as that user.
 
-SIGTERM or SIGINT shuts down gracefully: listeners close, open SMTP sessions are answered 421, \
-the queue is synced, and the process exits 0. Mail still queued is delivered after the next start.")]
+Signals:
+    SIGTERM, SIGINT  shut down gracefully: listeners close, open SMTP sessions are answered 421, \
+the queue is synced, the log is flushed, and the process exits 0 (a second one exits at once). \
+Mail still queued is delivered after the next start.
+    SIGALRM          retry every deferred recipient now (as qmail-send; `ringmail queue flush`).
+    SIGHUP, SIGUSR1  reopen the log file (server.log_file), e.g. after logrotate renamed it; \
+SIGHUP does not reload the configuration.
+    SIGPIPE          ignored.
+
+Logging: server.log_file (empty: stderr), server.log_format (\"text\" or \"json\"). \
+Blocking work (password checks, POP3 mailboxes) runs on server.blocking_threads threads behind \
+a queue of server.blocking_queue jobs.")]
     Serve(ConfigArg),
 
     /// Check a configuration file and print the settings it yields.

@@ -193,6 +193,30 @@ fn validate(config: &Config) -> Result<(), Invalid> {
     if !server.group.is_empty() {
         check_account_name("server.group", &server.group)?;
     }
+    if !server.log_file.as_os_str().is_empty() {
+        let parent = match server.log_file.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        if server.log_file.file_name().is_none() {
+            invalid("server.log_file", "must name a file, not a directory")?;
+        }
+        if !parent.is_dir() {
+            invalid(
+                "server.log_file",
+                format!(
+                    "the directory {} does not exist (ringmail creates the file, not its directory)",
+                    parent.display()
+                ),
+            )?;
+        }
+    }
+    if !(1..=1024).contains(&server.blocking_threads) {
+        invalid("server.blocking_threads", "must be between 1 and 1024")?;
+    }
+    if !(1..=1_000_000).contains(&server.blocking_queue) {
+        invalid("server.blocking_queue", "must be between 1 and 1000000")?;
+    }
 
     let smtp = &config.smtp;
     check_listeners("smtp.listen", &smtp.listen)?;
@@ -416,6 +440,36 @@ mod tests {
         assert_eq!(config.smtp.listen, vec!["127.0.0.1:2525".to_string()]);
         assert_eq!(config.local.domains, vec!["localhost", "example.test"]);
         assert_eq!(config.pop3.listen, vec!["127.0.0.1:2110".to_string()]);
+        // Logging to stderr in text, and the blocking pool's documented size and bound.
+        assert!(config.server.log_file.as_os_str().is_empty());
+        assert_eq!(
+            config.server.log_format,
+            crate::config::LogFormatSetting::Text
+        );
+        assert_eq!(
+            (config.server.blocking_threads, config.server.blocking_queue),
+            (4, 1024)
+        );
+    }
+
+    #[test]
+    fn log_and_blocking_keys_are_read() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let text = format!(
+            "[server]\nlog_file = \"{}/ringmail.log\"\nlog_format = \"json\"\n\
+             blocking_threads = 8\nblocking_queue = 16\n",
+            dir.path().display()
+        );
+        let config = load_str(&text, "test.toml").expect("valid");
+        assert_eq!(config.server.log_file, dir.path().join("ringmail.log"));
+        assert_eq!(
+            config.server.log_format,
+            crate::config::LogFormatSetting::Json
+        );
+        assert_eq!(
+            (config.server.blocking_threads, config.server.blocking_queue),
+            (8, 16)
+        );
     }
 
     #[test]
@@ -487,6 +541,30 @@ mod tests {
                 2,
                 "server.group",
                 "not a user or group name",
+            ),
+            (
+                "[server]\nshards = 2\nlog_file = \"/nonexistent/dir/ringmail.log\"\n",
+                3,
+                "server.log_file",
+                "/nonexistent/dir does not exist",
+            ),
+            (
+                "[server]\nlog_format = \"xml\"\n",
+                2,
+                "server.log_format",
+                "unknown variant",
+            ),
+            (
+                "[server]\nblocking_threads = 0\n",
+                2,
+                "server.blocking_threads",
+                "between 1 and 1024",
+            ),
+            (
+                "[server]\n\nblocking_queue = 0\n",
+                3,
+                "server.blocking_queue",
+                "between 1 and 1000000",
             ),
         ];
         for (text, line, key, words) in cases {

@@ -36,6 +36,27 @@ pub struct ServerSection {
     pub user: String,
     /// The group it runs as; empty (the default): `user`'s primary group.
     pub group: String,
+    /// Where log lines go: empty (the default) for standard error, or a file that is appended
+    /// to and reopened on SIGHUP or SIGUSR1 (for logrotate). A relative path is relative to the
+    /// working directory.
+    pub log_file: PathBuf,
+    pub log_format: LogFormatSetting,
+    /// Threads for work that must not run on a shard: password checks, checkpassword programs,
+    /// POP3 mailbox listings and commits.
+    pub blocking_threads: usize,
+    /// Jobs that may wait for a blocking thread. Beyond it, a POP3 login is answered with a
+    /// temporary failure at once; mailbox work waits (off the shard) for room.
+    pub blocking_queue: usize,
+}
+
+/// How each log line is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormatSetting {
+    /// `2026-11-25 16:31:31.123 ringmail-shard-0 info: new msg ...` (qmail style).
+    Text,
+    /// One JSON object per line: `ts`, `level`, `thread`, `msg`.
+    Json,
 }
 
 impl Default for ServerSection {
@@ -47,6 +68,10 @@ impl Default for ServerSection {
             log_level: "info".into(),
             user: "ringmail".into(),
             group: String::new(),
+            log_file: PathBuf::new(),
+            log_format: LogFormatSetting::Text,
+            blocking_threads: 4,
+            blocking_queue: 1024,
         }
     }
 }

@@ -9,6 +9,9 @@
 //!                                         gather, summarize.rs)                       (the scheduler)
 //! ```
 //!
+//! The server itself sends `flush` on SIGALRM (qmail-send's behaviour) through a
+//! [`ControlRequester`], the same fan-out without a socket.
+//!
 //! The socket is bound only after the data directory's lock is held (so a second server that
 //! fails to lock never unlinks the first one's socket), with mode 0600, and removed at shutdown.
 //!
@@ -46,7 +49,7 @@ pub mod protocol;
 mod server;
 mod summary;
 
-pub use server::{ControlServer, SHARD_TIMEOUT};
+pub use server::{ControlRequester, ControlServer, SHARD_TIMEOUT};
 
 use crate::queue::MessageId;
 use std::future::Future;

@@ -30,6 +30,36 @@ pub struct ControlServer {
     /// The socket file's (device, inode), so Drop removes only the file it created.
     identity: (u64, u64),
     accept: tokio::task::JoinHandle<()>,
+    requester: ControlRequester,
+}
+
+/// Sends a request to the shards exactly as the socket does (same fan-out, deadline and
+/// summary), for the server's own use: SIGALRM is `flush` without a client. `Send + Sync`, and
+/// [`ControlRequester::submit`] never blocks, so a signal thread may call it.
+#[derive(Clone)]
+pub struct ControlRequester {
+    shards: Shards,
+    shard_timeout: Duration,
+    runtime: tokio::runtime::Handle,
+}
+
+impl ControlRequester {
+    /// Starts `request` on the sidecar and returns at once; the outcome is logged as
+    /// `ORIGIN: TEXT` (e.g. `signal ALRM: flushed 3 recipients`).
+    pub fn submit(&self, request: ControlRequest, origin: &'static str) {
+        let shards = Arc::clone(&self.shards);
+        let timeout = self.shard_timeout;
+        // After the sidecar has stopped (the server is exiting) the task is simply dropped.
+        self.runtime.spawn(async move {
+            let reply = dispatch(&request, &shards, timeout).await;
+            let asked = format_request(&request);
+            if reply.ok {
+                info!("{origin}: {}", reply.text);
+            } else {
+                warn!("{origin}: {} failed: {}", asked.trim_end(), reply.text);
+            }
+        });
+    }
 }
 
 impl ControlServer {
@@ -75,6 +105,11 @@ impl ControlServer {
             tokio::net::UnixListener::from_std(listener)?
         };
         let shards: Shards = shards.into();
+        let requester = ControlRequester {
+            shards: Arc::clone(&shards),
+            shard_timeout,
+            runtime: sidecar.handle().clone(),
+        };
         let accept = sidecar
             .handle()
             .spawn(accept_loop(listener, shards, shard_timeout));
@@ -82,12 +117,18 @@ impl ControlServer {
             path: socket_path.to_path_buf(),
             identity: (meta.dev(), meta.ino()),
             accept,
+            requester,
         })
     }
 
     /// The socket's path.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// A handle that sends requests to the shards without a client (see [`ControlRequester`]).
+    pub fn requester(&self) -> ControlRequester {
+        self.requester.clone()
     }
 }
 

@@ -12,6 +12,10 @@
 //! The shard side keeps a pending list per shard thread (`thread_local!`, no sharing): a
 //! delivery joins it, and a runner task hands the whole list to the shard's delivery threads,
 //! up to [`MAX_BATCHES_IN_FLIGHT`] at a time.
+//!
+//! Threads are a fixed set, started once: [`MAX_BATCHES_IN_FLIGHT`] delivery threads per shard
+//! (on its first delivery) and three `fdatasync` helpers shared by every shard (on the first
+//! big batch). No batch starts a thread of its own.
 
 use std::cell::{Cell, RefCell};
 use std::fs;
@@ -94,7 +98,7 @@ thread_local! {
     static WRITER: Writer = Writer {
         pending: RefCell::new(Vec::new()),
         in_flight: Cell::new(0),
-        pool: BlockingPool::new(MAX_BATCHES_IN_FLIGHT),
+        pool: BlockingPool::new("ringmail-maildir", MAX_BATCHES_IN_FLIGHT, MAX_BATCHES_IN_FLIGHT),
         next_turn: Cell::new(0),
         turns: Arc::new(CreateTurns::default()),
     };
@@ -207,8 +211,20 @@ fn write_batch(jobs: &[Job], created: TurnGuard<'_>) -> Vec<Result<(), MaildirEr
 
 /// Files one syncing thread takes at least; below twice this a batch syncs on its own thread.
 const FILES_PER_SYNC_THREAD: usize = 8;
-/// The most threads that `fdatasync` one batch's files side by side.
+/// The most threads that `fdatasync` one batch's files side by side: the batch's own delivery
+/// thread and up to three of the [`sync_pool`]'s.
 const SYNC_THREADS: usize = 4;
+
+/// The fixed helper threads that big batches share (every shard's): started once, on the first
+/// big batch, never per batch. Its queue holds a few batches' worth of chunks; a delivery
+/// thread that finds it full waits (it is not a shard thread).
+fn sync_pool() -> &'static BlockingPool {
+    static POOL: std::sync::OnceLock<BlockingPool> = std::sync::OnceLock::new();
+    POOL.get_or_init(|| BlockingPool::new("ringmail-fsync", SYNC_THREADS - 1, 64))
+}
+
+/// A written file waiting for its `fdatasync` (`None` for a job that already failed).
+type Unsynced = Option<fs::File>;
 
 /// `fdatasync`s every written file, several at once for a big batch: the disk then gets their
 /// writes and cache flushes together (the block layer merges concurrent flushes), where one
@@ -220,36 +236,44 @@ fn sync_all_data(
 ) {
     let threads = (jobs.len() / FILES_PER_SYNC_THREAD).clamp(1, SYNC_THREADS);
     let chunk = jobs.len().div_ceil(threads).max(1);
-    let mut files = files;
-    if threads == 1 {
-        sync_chunk(jobs, &mut files, results);
-        return;
+    let mut unsynced: Vec<Unsynced> = files;
+    // The first chunk stays on this thread; the others go to the shared sync threads.
+    let rest = unsynced.split_off(chunk.min(unsynced.len()));
+    let mut handed_off = Vec::new();
+    let mut rest = rest.into_iter().peekable();
+    while rest.peek().is_some() {
+        let part: Vec<Unsynced> = rest.by_ref().take(chunk).collect();
+        let len = part.len();
+        handed_off.push((len, sync_pool().run(move || sync_chunk(part))));
     }
-    std::thread::scope(|scope| {
-        for ((jobs, files), results) in jobs
-            .chunks(chunk)
-            .zip(files.chunks_mut(chunk))
-            .zip(results.chunks_mut(chunk))
-        {
-            scope.spawn(move || sync_chunk(jobs, files, results));
+    let mut errors = sync_chunk(unsynced);
+    for (len, synced) in handed_off {
+        match futures_lite::future::block_on(synced) {
+            Ok(chunk_errors) => errors.extend(chunk_errors),
+            // The sync thread is gone or panicked: its files may not be on disk. They were
+            // dropped with the job; report them failed (temporary), so they are retried.
+            Err(e) => errors.extend((0..len).map(|_| Some(io::Error::other(e.to_string())))),
         }
-    });
-}
-
-fn sync_chunk(
-    jobs: &[Job],
-    files: &mut [Option<fs::File>],
-    results: &mut [Result<(), MaildirError>],
-) {
-    for ((job, file), result) in jobs.iter().zip(files).zip(results) {
-        let Some(file) = file.take() else { continue };
-        // A close error after a successful fdatasync cannot lose data; std's drop ignores it.
-        if let Err(e) = file.sync_data() {
-            drop(file);
+    }
+    for ((job, error), result) in jobs.iter().zip(errors).zip(results.iter_mut()) {
+        if let Some(e) = error {
             discard_now(&job.tmp);
             *result = Err(MaildirError::io("fdatasync", &job.tmp, e));
         }
     }
+}
+
+/// Syncs each file; the error of each that failed (`None` for the rest, and for jobs that had
+/// already failed and have no file).
+fn sync_chunk(files: Vec<Unsynced>) -> Vec<Option<io::Error>> {
+    files
+        .into_iter()
+        .map(|unsynced| {
+            let file = unsynced?;
+            // A close error after a successful fdatasync cannot lose data; std's drop ignores it.
+            file.sync_data().err()
+        })
+        .collect()
 }
 
 /// Creates the file in `tmp/` (making the Maildir if it is missing), writes it whole and starts
@@ -350,5 +374,29 @@ mod tests {
                 .next()
                 .is_none()
         );
+    }
+
+    /// Big batches share the fixed fsync helpers: however many batches run, the same three
+    /// threads sync their chunks, and every message lands.
+    #[test]
+    fn big_batches_use_the_fixed_sync_threads() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let maildir = root.path().join("big/Maildir");
+        for batch in 0..3 {
+            let jobs: Vec<Job> = (0..40)
+                .map(|i| job(&maildir, &format!("{batch}-{i}"), b"x\n"))
+                .collect();
+            let turns = CreateTurns::default();
+            let results = write_batch(&jobs, turns.wait(0));
+            assert!(results.iter().all(Result::is_ok), "{results:?}");
+        }
+        let delivered = fs::read_dir(maildir.join("new")).expect("new").count();
+        assert_eq!(delivered, 120);
+        let fsync_threads = fs::read_dir("/proc/self/task")
+            .expect("tasks")
+            .filter_map(|task| fs::read_to_string(task.ok()?.path().join("comm")).ok())
+            .filter(|comm| comm.starts_with("ringmail-fsync"))
+            .count();
+        assert_eq!(fsync_threads, SYNC_THREADS - 1);
     }
 }

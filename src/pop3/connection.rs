@@ -392,11 +392,15 @@ impl Conn<'_> {
             // Same reply and delay as a wrong password: a blocked client learns nothing.
             CheckOutcome::Rejected
         } else {
-            self.shared
-                .pool
-                .run(check)
-                .await
-                .unwrap_or(CheckOutcome::TempFail)
+            // A full blocking queue means a flood of logins: this one gets a temporary
+            // failure at once rather than a place in an ever longer line (see crate::blocking).
+            match self.shared.pool.try_run(check) {
+                Ok(checked) => checked.await.unwrap_or(CheckOutcome::TempFail),
+                Err(e) => {
+                    log::warn!("pop3 {}: login of {user} not checked: {e}", self.peer);
+                    CheckOutcome::TempFail
+                }
+            }
         };
         match outcome {
             CheckOutcome::Accepted => AuthOutcome::Accepted,

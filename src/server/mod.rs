@@ -1,6 +1,16 @@
 //! Running the server: bind every listener, drop root (see `privileges`), take the data
 //! directory's lock, start one shard per CPU, let each open its slice of the queue and adopt its
 //! listeners, and on SIGTERM/SIGINT shut everything down in order.
+//!
+//! Signals, as a qmail operator expects them:
+//!
+//! | signal          | effect |
+//! |-----------------|--------|
+//! | SIGTERM, SIGINT | graceful shutdown, exit 0; a second one exits at once (128 + signal) |
+//! | SIGALRM         | retry every deferred recipient now (qmail-send's ALRM; `ringmail queue flush`) |
+//! | SIGHUP          | reopen the log file; the configuration is not reloaded (the log says so) |
+//! | SIGUSR1         | reopen the log file (for logrotate's `postrotate`) |
+//! | SIGPIPE         | ignored: a client that resets its connection costs one write an `EPIPE` |
 
 mod listeners;
 pub mod privileges;
@@ -24,6 +34,8 @@ pub enum ServerError {
     Tls(String),
     /// A shard failed (queue unreadable, listener lost, panic).
     Shard(String),
+    /// The log file could not be opened.
+    Log(String),
     /// The resolver could not be set up (no usable nameserver).
     Dns(String),
     /// A setting is wrong for this host (e.g. `server.user` does not exist): the operator
@@ -43,15 +55,12 @@ impl fmt::Display for ServerError {
             ServerError::Dns(m) => write!(f, "dns: {m}"),
             ServerError::Config { key, message } => write!(f, "{key}: {message}"),
             ServerError::Privileges(m) => write!(f, "privileges: {m}"),
+            ServerError::Log(m) => write!(f, "log: {m}"),
         }
     }
 }
 
 impl std::error::Error for ServerError {}
-
-/// Blocking-pool threads: enough to keep argon2 checks (tens of ms each) from queueing behind one
-/// another on a small host.
-const BLOCKING_THREADS: usize = 4;
 
 /// Concrete listen addresses (port 0 already resolved to a real port) for each service.
 #[derive(Debug, Clone)]
@@ -81,7 +90,14 @@ pub struct Setup {
 
 /// Runs the server until it is told to stop. Returns once every shard has shut down.
 pub fn run(mut config: Config) -> Result<(), ServerError> {
-    crate::logging::init(crate::logging::parse_level(&config.server.log_level));
+    crate::logging::init(&log_settings(&config)).map_err(|e| {
+        ServerError::Log(format!(
+            "cannot open {}: {e}",
+            config.server.log_file.display()
+        ))
+    })?;
+    // Every way out of `run` (the last line, an error, a panic unwinding) flushes the log.
+    let _flush_log = crate::logging::FlushOnDrop;
     crate::tls::install_default_provider();
     // Read before the privilege drop: a private key is often readable by root only. (A reload
     // on SIGHUP would run unprivileged and needs the key readable by server.user.)
@@ -129,7 +145,11 @@ pub fn run(mut config: Config) -> Result<(), ServerError> {
         ))
     })?;
 
-    let blocking = crate::blocking::BlockingPool::new(BLOCKING_THREADS);
+    let blocking = crate::blocking::BlockingPool::new(
+        "ringmail-blocking",
+        config.server.blocking_threads,
+        config.server.blocking_queue,
+    );
     // The sidecar thread runs the resolver and the control socket; both live until `run`
     // returns. The control socket is (re)created only now that the lock is ours, so a second
     // server never unlinks the first one's socket; it is dropped (removed) first.
@@ -139,8 +159,10 @@ pub fn run(mut config: Config) -> Result<(), ServerError> {
         .map_err(|e| ServerError::Dns(e.to_string()))?;
     let (control_senders, control) = crate::control::channels(shard_count);
     let socket = crate::control::socket_path(data_dir);
-    let _control = crate::control::ControlServer::start(&sidecar, &socket, control_senders)
-        .map_err(|e| ServerError::DataDir(format!("control socket {}: {e}", socket.display())))?;
+    let control_server = crate::control::ControlServer::start(&sidecar, &socket, control_senders)
+        .map_err(|e| {
+        ServerError::DataDir(format!("control socket {}: {e}", socket.display()))
+    })?;
     let setup = Arc::new(Setup {
         config,
         listen,
@@ -163,7 +185,8 @@ pub fn run(mut config: Config) -> Result<(), ServerError> {
         move |ctx| shard::run(ctx, Arc::clone(&shard_setup), ready_tx.clone()),
     )
     .map_err(|e| ServerError::Shard(e.to_string()))?;
-    shards::install_signal_handlers(&set).map_err(|e| ServerError::Shard(e.to_string()))?;
+    shards::install_signal_handlers_with(&set, signal_actions(&control_server))
+        .map_err(|e| ServerError::Shard(e.to_string()))?;
 
     // Each shard reports once its queue is recovered and its listeners are bound; only then is
     // the server announced.
@@ -187,6 +210,33 @@ pub fn run(mut config: Config) -> Result<(), ServerError> {
     set.join().map_err(|e| ServerError::Shard(e.to_string()))?;
     info!("ringmail stopped");
     Ok(())
+}
+
+/// What SIGALRM, SIGHUP and SIGUSR1 do (the table in the module header). Each only hands work
+/// off, so the signal thread is free for the next signal at once.
+fn signal_actions(control: &crate::control::ControlServer) -> Vec<shards::SignalAction> {
+    use shards::SignalAction;
+    let requester = control.requester();
+    vec![
+        SignalAction::new(libc::SIGALRM, move || {
+            requester.submit(crate::control::ControlRequest::Flush, "signal ALRM")
+        }),
+        SignalAction::new(libc::SIGHUP, || crate::logging::reopen(libc::SIGHUP)),
+        SignalAction::new(libc::SIGUSR1, || crate::logging::reopen(libc::SIGUSR1)),
+    ]
+}
+
+/// The logger's settings from `[server]`.
+fn log_settings(config: &Config) -> crate::logging::LogSettings {
+    let server = &config.server;
+    crate::logging::LogSettings {
+        level: crate::logging::parse_level(&server.log_level),
+        file: (!server.log_file.as_os_str().is_empty()).then(|| server.log_file.clone()),
+        format: match server.log_format {
+            crate::config::LogFormatSetting::Text => crate::logging::LogFormat::Text,
+            crate::config::LogFormatSetting::Json => crate::logging::LogFormat::Json,
+        },
+    }
 }
 
 /// Tells the operator (on stdout, which tests read too) where ringmail listens and where mail goes.
