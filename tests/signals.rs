@@ -23,6 +23,20 @@ fn config_with_server_keys(dir: &Path, server_keys: &str, smtp: &str, extra: &st
     )
 }
 
+/// A directory the server can create files in after it dropped root (as `/var/log/ringmail`
+/// must be): owned by the user the tests' servers run as.
+fn server_writable_dir(dir: &Path, name: &str) -> std::path::PathBuf {
+    let path = dir.join(name);
+    std::fs::create_dir_all(&path).unwrap();
+    let status = std::process::Command::new("chown")
+        .arg(format!("{}:", common::TEST_USER))
+        .arg(&path)
+        .status()
+        .unwrap();
+    assert!(status.success(), "chown {}", path.display());
+    path
+}
+
 fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
 }
@@ -30,7 +44,8 @@ fn read(path: &Path) -> String {
 #[test]
 fn sighup_and_sigusr1_reopen_the_log_file_and_keep_serving() {
     let dir = test_dir("sig-hup");
-    let log = dir.join("mail.log");
+    let logs = server_writable_dir(&dir, "logs");
+    let log = logs.join("mail.log");
     let config =
         config_with_server_keys(&dir, &format!("log_file = \"{}\"", log.display()), "", "");
     let mut server = Server::start(&dir, &config);
@@ -49,7 +64,7 @@ fn sighup_and_sigusr1_reopen_the_log_file_and_keep_serving() {
 
     for (round, signal) in [(1, "HUP"), (2, "USR1")] {
         // What logrotate does: rename the file, then signal.
-        let rotated = dir.join(format!("mail.log.{round}"));
+        let rotated = logs.join(format!("mail.log.{round}"));
         std::fs::rename(&log, &rotated).expect("rotate the log");
         send_signal(server.pid(), signal);
         let reopened = format!("signal {signal}: log file reopened: {}", log.display());
