@@ -100,15 +100,6 @@ impl Segment {
         }
     }
 
-    /// Undoes `finish` (its step failed).
-    pub fn unfinish(&mut self, index: u32) {
-        if let Some(entry) = self.messages.get_mut(index as usize) {
-            entry.finished = false;
-            self.unfinished += 1;
-            self.live_bytes += entry.record_len;
-        }
-    }
-
     /// Seals it: no more message records.
     pub fn seal(&mut self) {
         if !self.sealed {

@@ -81,7 +81,7 @@ pub fn run(mut config: Config) -> Result<(), ServerError> {
     };
 
     let data_dir = &config.server.data_dir;
-    std::fs::create_dir_all(data_dir)
+    crate::durable_dir::create_dir_all(data_dir)
         .map_err(|e| ServerError::DataDir(format!("cannot create {}: {e}", data_dir.display())))?;
     // glommio's file calls resolve relative paths against no directory at all (EBADF), so every
     // path the shards use is made absolute once, here.
@@ -90,7 +90,7 @@ pub fn run(mut config: Config) -> Result<(), ServerError> {
     let data_dir = &config.server.data_dir;
     let _lock =
         shards::DirLock::acquire(data_dir).map_err(|e| ServerError::DataDir(e.to_string()))?;
-    std::fs::create_dir_all(config.mail_root()).map_err(|e| {
+    crate::durable_dir::create_dir_all(&config.mail_root()).map_err(|e| {
         ServerError::DataDir(format!(
             "cannot create {}: {e}",
             config.mail_root().display()

@@ -1,7 +1,12 @@
 #!/usr/bin/env python3
 """Crash-safety load: THREADS smtplib clients send COUNT messages in total to HOST:PORT, each with
 a unique token in its Subject, and print "OK <token>" (flushed) for every message that got a 250.
-Stops by itself when all are sent, the time limit passes, or the server goes away."""
+Stops by itself when all are sent, the time limit passes, or the server goes away.
+
+Usage: smtp_blast.py HOST PORT COUNT THREADS RECIPIENT LIMIT_SECS [tag=T] [lines=N] [sender=token]
+tokens are T-NNNNNN (default tag "blast"); bodies have N lines of 70 x (default 12); with
+sender=token the envelope sender is <token@localhost>, so the token shows in `ringmail queue
+list` for mail that is never delivered."""
 import smtplib
 import sys
 import threading
@@ -9,6 +14,10 @@ import time
 
 host, port, count, threads, recipient, limit = (
     sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5], float(sys.argv[6]))
+options = dict(arg.split("=", 1) for arg in sys.argv[7:])
+tag = options.get("tag", "blast")
+lines = int(options.get("lines", "12"))
+token_sender = options.get("sender") == "token"
 lock = threading.Lock()
 next_index = [0]
 deadline = time.time() + limit
@@ -28,13 +37,14 @@ def worker(wid):
         n = take()
         if n is None:
             break
-        token = "blast-%06d" % n
-        body = "Subject: %s\r\nMessage-ID: <%s@test>\r\n\r\n%s\r\n" % (token, token, ("x" * 70 + "\r\n") * 12)
+        token = "%s-%06d" % (tag, n)
+        body = "Subject: %s\r\nMessage-ID: <%s@test>\r\n\r\n%s\r\n" % (token, token, ("x" * 70 + "\r\n") * lines)
+        sender = "%s@localhost" % token if token_sender else "blaster@localhost"
         try:
             if client is None:
                 client = smtplib.SMTP(host, port, timeout=10)
                 client.ehlo("blaster%d" % wid)
-            client.sendmail("blaster@localhost", [recipient], body)
+            client.sendmail(sender, [recipient], body)
         except Exception as e:  # the server was killed: stop this worker
             sys.stderr.write("worker %d: %s\n" % (wid, e))
             return

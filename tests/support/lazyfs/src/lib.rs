@@ -30,6 +30,7 @@ use fuser::{
     ReplyWrite, Request, TimeOrNow, WriteFlags,
 };
 
+use model::Kind;
 pub use model::{Model, Stats};
 
 /// How long the kernel may trust a name or an attribute: not at all, since a cut changes both
@@ -84,6 +85,11 @@ impl LazyFs {
     pub fn stats(&self) -> Stats {
         lock(&self.model).stats()
     }
+
+    /// The tree as the file system holds it now (see `Model::dump`), for failure messages.
+    pub fn dump(&self, file_depth: usize) -> String {
+        lock(&self.model).dump(file_depth)
+    }
 }
 
 impl Drop for LazyFs {
@@ -126,18 +132,23 @@ fn file_attr(a: model::Attr) -> FileAttr {
         mtime: a.mtime,
         ctime: a.ctime,
         crtime: a.ctime,
-        kind: if a.dir {
-            FileType::Directory
-        } else {
-            FileType::RegularFile
-        },
+        kind: file_type(a.kind),
         perm: a.perm,
-        nlink: if a.dir { 2 } else { 1 },
+        nlink: if a.kind == Kind::Dir { 2 } else { 1 },
         uid: a.uid,
         gid: a.gid,
         rdev: 0,
         blksize: 4096,
         flags: 0,
+    }
+}
+
+fn file_type(kind: Kind) -> FileType {
+    match kind {
+        Kind::File => FileType::RegularFile,
+        Kind::Dir => FileType::Directory,
+        Kind::Socket => FileType::Socket,
+        Kind::Fifo => FileType::NamedPipe,
     }
 }
 
@@ -222,16 +233,17 @@ impl Filesystem for Fuse {
         _rdev: u32,
         reply: ReplyEntry,
     ) {
-        if mode & libc::S_IFMT != libc::S_IFREG {
-            reply.error(Errno::EPERM);
-            return;
-        }
         let perm = (mode & !umask & 0o7777) as u16;
-        reply_entry(
-            reply,
-            self.model()
-                .create(parent.0, name, perm, req.uid(), req.gid()),
-        );
+        let (uid, gid) = (req.uid(), req.gid());
+        let mut m = self.model();
+        let result = match mode & libc::S_IFMT {
+            libc::S_IFREG => m.create(parent.0, name, perm, uid, gid),
+            // A Unix socket's bind (a server's control socket) or a FIFO.
+            libc::S_IFSOCK => m.mknod(parent.0, name, Kind::Socket, perm, uid, gid),
+            libc::S_IFIFO => m.mknod(parent.0, name, Kind::Fifo, perm, uid, gid),
+            _ => Err(libc::EPERM),
+        };
+        reply_entry(reply, result);
     }
 
     fn mkdir(
@@ -403,13 +415,8 @@ impl Filesystem for Fuse {
             }
         };
         let skip = usize::try_from(offset).unwrap_or(usize::MAX);
-        for (i, (child, dir, name)) in entries.into_iter().enumerate().skip(skip) {
-            let kind = if dir {
-                FileType::Directory
-            } else {
-                FileType::RegularFile
-            };
-            if reply.add(INodeNo(child), i as u64 + 1, kind, name) {
+        for (i, (child, kind, name)) in entries.into_iter().enumerate().skip(skip) {
+            if reply.add(INodeNo(child), i as u64 + 1, file_type(kind), name) {
                 break;
             }
         }

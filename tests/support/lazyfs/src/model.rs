@@ -25,11 +25,21 @@ pub const ROOT: u64 = 1;
 /// Why an operation failed, as an errno.
 pub type Errno = i32;
 
+/// What a node is. Sockets and FIFOs are only names (a server's control socket): the kernel
+/// does their I/O.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    File,
+    Dir,
+    Socket,
+    Fifo,
+}
+
 /// A file's or directory's attributes, as `getattr` reports them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Attr {
     pub ino: u64,
-    pub dir: bool,
+    pub kind: Kind,
     pub size: u64,
     pub perm: u16,
     pub uid: u32,
@@ -52,6 +62,7 @@ enum Body {
         entries: BTreeMap<OsString, u64>,
         durable: BTreeMap<OsString, u64>,
     },
+    Special(Kind),
 }
 
 #[derive(Debug)]
@@ -150,6 +161,7 @@ impl Model {
                 Body::Dir {
                     entries, durable, ..
                 } => entries.clone_from(durable),
+                Body::Special(_) => {}
             }
         }
         for (ino, parent) in parents {
@@ -165,6 +177,51 @@ impl Model {
         self.stats.cuts += 1;
     }
 
+    /// The tree as it is now, one line per name, for a failing test's message: directories
+    /// with their entry count (and how many of those are durable), files with their size
+    /// (and durable size). Files are listed only down to `file_depth`.
+    pub fn dump(&self, file_depth: usize) -> String {
+        let mut out = String::new();
+        self.dump_dir(ROOT, "", 0, file_depth, &mut out);
+        out
+    }
+
+    fn dump_dir(&self, ino: u64, path: &str, depth: usize, file_depth: usize, out: &mut String) {
+        let Some(Node {
+            body: Body::Dir {
+                entries, durable, ..
+            },
+            ..
+        }) = self.nodes.get(&ino)
+        else {
+            return;
+        };
+        out.push_str(&format!(
+            "{path}/ {} entries, {} durable\n",
+            entries.len(),
+            entries
+                .iter()
+                .filter(|(n, i)| durable.get(*n) == Some(*i))
+                .count()
+        ));
+        for (name, &child) in entries {
+            let child_path = format!("{path}/{}", name.to_string_lossy());
+            match self.nodes.get(&child).map(|n| &n.body) {
+                Some(Body::Dir { .. }) => {
+                    self.dump_dir(child, &child_path, depth + 1, file_depth, out)
+                }
+                Some(Body::File {
+                    data, durable: d, ..
+                }) if depth < file_depth => out.push_str(&format!(
+                    "{child_path} {} bytes, {} durable\n",
+                    data.len(),
+                    d.len()
+                )),
+                _ => {}
+            }
+        }
+    }
+
     fn check_thawed(&mut self) -> Result<(), Errno> {
         if self.frozen {
             self.stats.refused_frozen += 1;
@@ -175,13 +232,14 @@ impl Model {
 
     pub fn attr(&self, ino: u64) -> Result<Attr, Errno> {
         let node = self.nodes.get(&ino).ok_or(libc::ENOENT)?;
-        let (dir, size) = match &node.body {
-            Body::File { data, .. } => (false, data.len() as u64),
-            Body::Dir { entries, .. } => (true, entries.len() as u64),
+        let (kind, size) = match &node.body {
+            Body::File { data, .. } => (Kind::File, data.len() as u64),
+            Body::Dir { entries, .. } => (Kind::Dir, entries.len() as u64),
+            Body::Special(kind) => (*kind, 0),
         };
         Ok(Attr {
             ino,
-            dir,
+            kind,
             size,
             perm: node.perm,
             uid: node.uid,
@@ -194,7 +252,7 @@ impl Model {
     fn dir(&self, ino: u64) -> Result<&BTreeMap<OsString, u64>, Errno> {
         match &self.nodes.get(&ino).ok_or(libc::ENOENT)?.body {
             Body::Dir { entries, .. } => Ok(entries),
-            Body::File { .. } => Err(libc::ENOTDIR),
+            _ => Err(libc::ENOTDIR),
         }
     }
 
@@ -204,7 +262,7 @@ impl Model {
         node.ctime = node.mtime;
         match &mut node.body {
             Body::Dir { entries, .. } => Ok(entries),
-            Body::File { .. } => Err(libc::ENOTDIR),
+            _ => Err(libc::ENOTDIR),
         }
     }
 
@@ -220,8 +278,8 @@ impl Model {
         self.attr(ino)
     }
 
-    /// The entries of a directory, `.` and `..` first: `(ino, is_dir, name)`.
-    pub fn list(&self, ino: u64) -> Result<Vec<(u64, bool, OsString)>, Errno> {
+    /// The entries of a directory, `.` and `..` first: `(ino, kind, name)`.
+    pub fn list(&self, ino: u64) -> Result<Vec<(u64, Kind, OsString)>, Errno> {
         let node = self.nodes.get(&ino).ok_or(libc::ENOENT)?;
         let Body::Dir {
             parent, entries, ..
@@ -229,12 +287,14 @@ impl Model {
         else {
             return Err(libc::ENOTDIR);
         };
-        let mut out = vec![(ino, true, ".".into()), (*parent, true, "..".into())];
-        out.extend(
-            entries
-                .iter()
-                .map(|(name, &child)| (child, self.is_dir(child), name.clone())),
-        );
+        let mut out = vec![
+            (ino, Kind::Dir, ".".into()),
+            (*parent, Kind::Dir, "..".into()),
+        ];
+        out.extend(entries.iter().map(|(name, &child)| {
+            let kind = self.attr(child).map_or(Kind::File, |a| a.kind);
+            (child, kind, name.clone())
+        }));
         Ok(out)
     }
 
@@ -264,6 +324,19 @@ impl Model {
             dirty: None,
         };
         self.add(parent, name, Node::new(perm, uid, gid, body))
+    }
+
+    /// `mknod(2)` of a socket or FIFO: a name, nothing to store.
+    pub fn mknod(
+        &mut self,
+        parent: u64,
+        name: &OsStr,
+        kind: Kind,
+        perm: u16,
+        uid: u32,
+        gid: u32,
+    ) -> Result<Attr, Errno> {
+        self.add(parent, name, Node::new(perm, uid, gid, Body::Special(kind)))
     }
 
     pub fn mkdir(
@@ -350,17 +423,21 @@ impl Model {
         match &mut node.body {
             Body::File { data, dirty, .. } => Ok((data, dirty)),
             Body::Dir { .. } => Err(libc::EISDIR),
+            Body::Special(_) => Err(libc::EINVAL),
         }
     }
 
     pub fn read(&self, ino: u64, offset: u64, size: u32) -> Result<&[u8], Errno> {
         match &self.nodes.get(&ino).ok_or(libc::ENOENT)?.body {
             Body::File { data, .. } => {
-                let start = usize::try_from(offset).unwrap_or(usize::MAX).min(data.len());
+                let start = usize::try_from(offset)
+                    .unwrap_or(usize::MAX)
+                    .min(data.len());
                 let end = start.saturating_add(size as usize).min(data.len());
                 Ok(&data[start..end])
             }
             Body::Dir { .. } => Err(libc::EISDIR),
+            Body::Special(_) => Err(libc::EINVAL),
         }
     }
 
@@ -437,6 +514,7 @@ impl Model {
             Body::Dir {
                 entries, durable, ..
             } => durable.clone_from(entries),
+            Body::Special(_) => {}
         }
         self.stats.file_syncs += 1;
         Ok(())
@@ -449,7 +527,7 @@ impl Model {
             Body::Dir {
                 entries, durable, ..
             } => durable.clone_from(entries),
-            Body::File { .. } => return Err(libc::ENOTDIR),
+            _ => return Err(libc::ENOTDIR),
         }
         self.stats.dir_syncs += 1;
         Ok(())

@@ -9,7 +9,9 @@ use std::path::Path;
 use lazyfs::LazyFs;
 
 fn sync_dir(dir: &Path) {
-    fs::File::open(dir).and_then(|d| d.sync_all()).expect("fsync dir");
+    fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .expect("fsync dir");
 }
 
 #[test]
@@ -57,7 +59,12 @@ fn only_synced_data_and_names_survive_a_cut() {
     assert_eq!(names, ["kept", "torn"]);
     assert_eq!(fs::read(mnt.join("new/kept")).expect("read"), b"kept");
     assert_eq!(fs::read(mnt.join("new/torn")).expect("read"), b"");
-    assert!(fs::read_dir(mnt.join("tmp")).expect("readdir").next().is_none());
+    assert!(
+        fs::read_dir(mnt.join("tmp"))
+            .expect("readdir")
+            .next()
+            .is_none()
+    );
     let stats = fs.stats();
     assert_eq!(stats.cuts, 1);
 }
