@@ -19,7 +19,7 @@
 
 mod common;
 
-use common::{BIN, Server, TestDir, base_config, client_script, test_dir};
+use common::{Server, TestDir, base_config, client_script, test_dir};
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -52,10 +52,16 @@ struct Client {
 }
 
 impl Client {
-    fn spawn(mut command: Command) -> Client {
+    /// Starts `command`; its stderr goes to `clients.log` in the server's directory.
+    fn spawn(mut command: Command, server: &Server) -> Client {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(server.dir.join("clients.log"))
+            .expect("clients.log");
         let mut child = command
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(Stdio::from(log))
             .spawn()
             .expect("python3 (scripts/install-test-deps installs it)");
         let stdout = child.stdout.take().expect("piped stdout");
@@ -116,7 +122,7 @@ fn blaster(
         .args(["127.0.0.1", &server.smtp.port().to_string()])
         .args([&count.to_string(), &clients.to_string(), recipient, "60"])
         .args(options);
-    Client::spawn(command)
+    Client::spawn(command, server)
 }
 
 /// pop3_delete.py: one session after another, each deleting a message.
@@ -127,7 +133,7 @@ fn deleter(server: &Server) -> Client {
         .arg(client_script("pop3_delete.py"))
         .args(["127.0.0.1", &pop3.port().to_string()])
         .args([POP_USER, POP_PASSWORD, "60"]);
-    Client::spawn(command)
+    Client::spawn(command, server)
 }
 
 /// A mailbox's Maildir: under the data directory, which is on the mount (`Server::mail_root`
@@ -207,16 +213,28 @@ fn serial(token: &str) -> usize {
         .unwrap_or(usize::MAX)
 }
 
+/// Adds the POP3 user with a deliberately cheap argon2id hash (8 KiB, one pass): the test
+/// binary is unoptimized, where the default cost takes seconds per login and the deleter
+/// would manage one session per round. Written as `ringmail passwd add` writes: temp file,
+/// fsync, rename, directory fsync, so the user survives the cuts.
 fn add_pop_user(server: &Server) {
-    let mut child = Command::new(BIN)
-        .args(["passwd", "add", POP_USER, "--config"])
-        .arg(&server.config_path)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("ringmail passwd add");
-    writeln!(child.stdin.take().expect("stdin"), "{POP_PASSWORD}").expect("password");
-    assert!(child.wait().expect("passwd add").success());
+    use argon2::password_hash::{PasswordHasher, SaltString};
+    use argon2::{Algorithm, Argon2, Params, Version};
+    let params = Params::new(8, 1, 1, None).expect("argon2 params");
+    let salt = SaltString::encode_b64(b"power-loss-salt!").expect("salt");
+    let hash = Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+        .hash_password(POP_PASSWORD.as_bytes(), &salt)
+        .expect("hash")
+        .to_string();
+    let data = server.dir.join("mnt").join("data");
+    let tmp = data.join("passwd.tmp");
+    let mut file = std::fs::File::create(&tmp).expect("passwd.tmp");
+    writeln!(file, "{POP_USER}:{hash}").expect("write passwd");
+    file.sync_all().expect("fsync passwd");
+    std::fs::rename(&tmp, data.join("passwd")).expect("rename passwd");
+    std::fs::File::open(&data)
+        .and_then(|d| d.sync_all())
+        .expect("fsync data dir");
 }
 
 /// Fills the POP3 mailbox with `POP_MESSAGES` messages and waits until they are delivered
@@ -325,6 +343,12 @@ fn check_after_cut(fs: &LazyFs, server: &Server, rounds: &[Round], pop_deleted: 
 /// The power cut, as one event: from its instant nothing more reaches the disk, the server
 /// dies, and what was not durable is gone.
 fn cut_power(fs: &LazyFs, server: &mut Server) {
+    if let Some(status) = server.exited() {
+        panic!(
+            "the server died before the cut ({status}); log:\n{}",
+            server.log()
+        );
+    }
     fs.freeze();
     server.kill9();
     fs.power_cut();

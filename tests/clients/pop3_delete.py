@@ -13,9 +13,22 @@ import time
 host, port, user, password, limit = (
     sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], float(sys.argv[5]))
 deadline = time.time() + limit
+
+
+def connect():
+    """A refused connection is retried for up to a second (see smtp_blast.py)."""
+    for attempt in range(20):
+        try:
+            return poplib.POP3(host, port, timeout=10)
+        except ConnectionRefusedError:
+            if attempt == 19:
+                raise
+            time.sleep(0.05)
+
+
 while time.time() < deadline:
     try:
-        p = poplib.POP3(host, port, timeout=10)
+        p = connect()
         p.user(user)
         p.pass_(password)
         listing = p.uidl()[1]

@@ -31,6 +31,21 @@ def take():
         return next_index[0]
 
 
+def connect(wid):
+    """A refused connection is retried for up to a second: on a shared machine a SYN can meet a
+    moment where no listener takes it (seen with SO_REUSEPORT listeners of other processes);
+    a server that is really gone is given up on quickly."""
+    for attempt in range(20):
+        try:
+            client = smtplib.SMTP(host, port, timeout=10)
+            client.ehlo("blaster%d" % wid)
+            return client
+        except ConnectionRefusedError:
+            if attempt == 19:
+                raise
+            time.sleep(0.05)
+
+
 def worker(wid):
     client = None
     while True:
@@ -42,8 +57,7 @@ def worker(wid):
         sender = "%s@localhost" % token if token_sender else "blaster@localhost"
         try:
             if client is None:
-                client = smtplib.SMTP(host, port, timeout=10)
-                client.ehlo("blaster%d" % wid)
+                client = connect(wid)
             client.sendmail(sender, [recipient], body)
         except Exception as e:  # the server was killed: stop this worker
             sys.stderr.write("worker %d: %s\n" % (wid, e))
