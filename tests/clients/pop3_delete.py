@@ -16,12 +16,12 @@ deadline = time.time() + limit
 
 
 def connect():
-    """A refused connection is retried for up to a second (see smtp_blast.py)."""
-    for attempt in range(20):
+    """A refused connection is retried for up to five seconds (see smtp_blast.py)."""
+    for attempt in range(100):
         try:
             return poplib.POP3(host, port, timeout=10)
         except ConnectionRefusedError:
-            if attempt == 19:
+            if attempt == 99:
                 raise
             time.sleep(0.05)
 

@@ -4,6 +4,7 @@ a unique token in its Subject, and print "OK <token>" (flushed) for every messag
 Stops by itself when all are sent, the time limit passes, or the server goes away.
 
 Usage: smtp_blast.py HOST PORT COUNT THREADS RECIPIENT LIMIT_SECS [tag=T] [lines=N] [sender=token]
+                    [retry=SECS]
 tokens are T-NNNNNN (default tag "blast"); bodies have N lines of 70 x (default 12); with
 sender=token the envelope sender is <token@localhost>, so the token shows in `ringmail queue
 list` for mail that is never delivered."""
@@ -18,6 +19,7 @@ options = dict(arg.split("=", 1) for arg in sys.argv[7:])
 tag = options.get("tag", "blast")
 lines = int(options.get("lines", "12"))
 token_sender = options.get("sender") == "token"
+retry_secs = float(options.get("retry", "0"))
 lock = threading.Lock()
 next_index = [0]
 deadline = time.time() + limit
@@ -32,16 +34,17 @@ def take():
 
 
 def connect(wid):
-    """A refused connection is retried for up to a second: on a shared machine a SYN can meet a
-    moment where no listener takes it (seen with SO_REUSEPORT listeners of other processes);
-    a server that is really gone is given up on quickly."""
-    for attempt in range(20):
+    """With retry=SECS, a refused connection is retried for up to SECS seconds: on a shared
+    machine a SYN can meet a moment where no listener takes it (the power-loss test saw whole
+    seconds of it); a test that cuts the server off kills its clients rather than wait."""
+    attempts = max(1, int(retry_secs * 20))
+    for attempt in range(attempts):
         try:
             client = smtplib.SMTP(host, port, timeout=10)
             client.ehlo("blaster%d" % wid)
             return client
         except ConnectionRefusedError:
-            if attempt == 19:
+            if attempt == attempts - 1:
                 raise
             time.sleep(0.05)
 

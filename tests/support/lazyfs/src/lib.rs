@@ -94,10 +94,8 @@ impl LazyFs {
 
 impl Drop for LazyFs {
     fn drop(&mut self) {
-        if let Some(session) = self.session.take() {
-            if let Err(e) = session.umount_and_join() {
-                eprintln!("lazyfs: unmounting {}: {e}", self.mountpoint.display());
-            }
+        if let Some(Err(e)) = self.session.take().map(BackgroundSession::umount_and_join) {
+            eprintln!("lazyfs: unmounting {}: {e}", self.mountpoint.display());
         }
     }
 }

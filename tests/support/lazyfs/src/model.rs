@@ -55,7 +55,7 @@ enum Body {
         durable: Vec<u8>,
         /// The span of bytes written since the last sync (`start..end`): syncing copies only
         /// these, so a big preallocated file costs its appends, not its size, per sync.
-        dirty: Option<(u64, u64)>,
+        dirty: Dirty,
     },
     Dir {
         parent: u64,
@@ -74,6 +74,9 @@ struct Node {
     ctime: SystemTime,
     body: Body,
 }
+
+/// A byte span `start..end` of a file written since its last sync.
+type Dirty = Option<(u64, u64)>;
 
 /// Counters for tests and reports.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -416,7 +419,7 @@ impl Model {
         self.attr(ino)
     }
 
-    fn file_mut(&mut self, ino: u64) -> Result<(&mut Vec<u8>, &mut Option<(u64, u64)>), Errno> {
+    fn file_mut(&mut self, ino: u64) -> Result<(&mut Vec<u8>, &mut Dirty), Errno> {
         let node = self.nodes.get_mut(&ino).ok_or(libc::ENOENT)?;
         node.mtime = SystemTime::now();
         node.ctime = node.mtime;
@@ -557,7 +560,7 @@ fn dir_body(parent: u64) -> Body {
 }
 
 /// Widens the dirty span to cover `start..end`.
-fn mark(dirty: &mut Option<(u64, u64)>, start: u64, end: u64) {
+fn mark(dirty: &mut Dirty, start: u64, end: u64) {
     *dirty = Some(match *dirty {
         Some((s, e)) => (s.min(start), e.max(end)),
         None => (start, end),
