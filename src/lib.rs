@@ -21,6 +21,7 @@ pub mod config;
 pub mod control;
 pub mod delivery;
 pub mod dns;
+pub mod durable_dir;
 pub mod envelope;
 pub mod logging;
 pub mod mailbox;

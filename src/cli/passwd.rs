@@ -17,7 +17,7 @@ pub fn add(arg: &ConfigArg, address: &str) -> Result<ExitCode, ExitCode> {
         return Err(fail("no password on stdin (give it as the first line)"));
     }
     let path = config.passwd_path();
-    std::fs::create_dir_all(&config.server.data_dir).map_err(|e| {
+    crate::durable_dir::create_dir_all(&config.server.data_dir).map_err(|e| {
         fail(format!(
             "cannot create {}: {e}",
             config.server.data_dir.display()

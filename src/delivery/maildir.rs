@@ -208,14 +208,15 @@ fn mkdir_parents(dir: &Path, made: &mut Vec<PathBuf>) -> Result<(), MaildirError
     let mkdir = || DirBuilder::new().mode(0o700).create(dir);
     match mkdir() {
         Ok(()) => {}
+        // It may be another shard's, made a moment ago and not yet synced into its parent:
+        // counted as made, so its parent is synced before anything is delivered into it.
+        // (This only runs when a delivery found its Maildir missing.)
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-            return if dir.is_dir() {
-                Ok(())
-            } else {
-                Err(MaildirError::NotADirectory {
+            if !dir.is_dir() {
+                return Err(MaildirError::NotADirectory {
                     path: dir.to_path_buf(),
-                })
-            };
+                });
+            }
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) else {
@@ -224,8 +225,8 @@ fn mkdir_parents(dir: &Path, made: &mut Vec<PathBuf>) -> Result<(), MaildirError
             mkdir_parents(parent, made)?;
             match mkdir() {
                 Ok(()) => {}
-                // Another shard made it between our two tries.
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => return Ok(()),
+                // Another shard made it between our two tries (synced as above).
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => {}
                 Err(e) => return Err(MaildirError::io("create directory", dir, e)),
             }
         }

@@ -50,6 +50,9 @@ pub(crate) struct Batcher {
     wakeups: Cell<u64>,
     fdatasyncs: Cell<u64>,
     batches: Cell<u64>,
+    /// Tests hold batches back to line up races deterministically (see `hold`).
+    #[cfg(test)]
+    held: Cell<bool>,
 }
 
 impl Batcher {
@@ -65,6 +68,8 @@ impl Batcher {
             wakeups: Cell::new(0),
             fdatasyncs: Cell::new(0),
             batches: Cell::new(0),
+            #[cfg(test)]
+            held: Cell::new(false),
         }
     }
 
@@ -122,7 +127,7 @@ impl Batcher {
                     None => Ok(()),
                 };
             }
-            if !self.syncing.get() {
+            if !self.syncing.get() && !self.is_held() {
                 self.lead().await;
                 continue;
             }
@@ -137,6 +142,30 @@ impl Batcher {
             })
             .await;
         }
+    }
+
+    /// While held, no batch is written: everything enqueued stays pending (not durable), so a
+    /// test can run another step (a rollover, a retire) while a record is known not to be
+    /// durable. Releasing wakes the waiters, one of whom leads.
+    #[cfg(test)]
+    pub(crate) fn hold(&self, held: bool) {
+        self.held.set(held);
+        if !held {
+            self.wakeups.set(self.wakeups.get() + 1);
+            for w in self.waiters.borrow_mut().drain(..) {
+                w.wake();
+            }
+        }
+    }
+
+    #[cfg(test)]
+    fn is_held(&self) -> bool {
+        self.held.get()
+    }
+
+    #[cfg(not(test))]
+    fn is_held(&self) -> bool {
+        false
     }
 
     /// Writes and syncs the open batch, then wakes every waiter.

@@ -72,7 +72,11 @@ struct OldRecord {
 
 /// Whether an entry can be moved (the segment is checked separately).
 fn movable(entry: &MessageEntry) -> bool {
-    entry.durable && !entry.finished && !entry.moving && !entry.states.is_empty()
+    entry.durable
+        && !entry.finished
+        && !entry.finishing
+        && !entry.moving
+        && !entry.states.is_empty()
 }
 
 impl ShardQueue {
@@ -129,7 +133,7 @@ impl ShardQueue {
         if !entry.durable {
             return refuse("it is not durable yet");
         }
-        if entry.finished {
+        if entry.finished || entry.finishing {
             return refuse("it is finished");
         }
         if entry.moving {

@@ -29,7 +29,7 @@
 //! | (none) | message record appended to the active `.log`, batch `fdatasync`'d | **queued**: every recipient `Pending{0, 0}` |
 //! | recipient `Pending` | state record `Deferred{attempts, next}` appended to `.state`, synced | recipient `Pending{attempts, next}` |
 //! | recipient `Pending` | state record `Delivered` / `Failed` appended, synced | recipient final |
-//! | queued, all recipients final | (no I/O: the last state record was the step) | **finished** |
+//! | queued, all recipients final | (no I/O: the last state record was the step; counted only once that record's batch is synced) | **finished** |
 //! | queued in a sealed segment (old copy) | moved record (envelope, bytes, current states, old id) appended to the active `.log`, batch `fdatasync`'d | new copy **queued** with the carried states; old copy **finished** (moved) |
 //! | active segment, full | new segment's names renamed/created + directory `fsync` | old segment **sealed** (in memory only) |
 //! | sealed segment, all messages finished, no older segment its moved records point into left | rename `.log` then `.state` to `free-*` + directory `fsync` | **retired** (files free) |
@@ -341,10 +341,12 @@ impl ShardQueue {
             }
             // Applied now, so a concurrent record() sees it; undone if the batch fails.
             let previous = std::mem::replace(slot, state);
+            // The message only counts as finished once this record is durable (in
+            // `settle_record`): counted now, a rollover meanwhile could retire the segment
+            // while its last final state may still be lost or fail. Until then it is
+            // `finishing`, which keeps compaction from moving it.
             let finished = entry.states.iter().all(|s| s.is_final());
-            if finished {
-                seg.finish(id.index);
-            }
+            entry.finishing = finished;
             let payload = record::encode_state(&StateChange {
                 index: id.index,
                 recipient: recipient as u32,
@@ -365,9 +367,6 @@ impl ShardQueue {
             let batch = self
                 .batcher
                 .enqueue(&seg.state, &seg.state_path, pos, bytes);
-            if finished {
-                inner.messages_pending -= 1;
-            }
             (batch, previous, finished)
         };
         let me = self.me.upgrade().ok_or(QueueError::Closed)?;
@@ -381,8 +380,11 @@ impl ShardQueue {
         .unwrap_or(Err(QueueError::Closed))
     }
 
-    /// Waits for a state record's batch; undoes the in-memory change if it failed, retires the
-    /// segment if this finished its last message.
+    /// Waits for a state record's batch; undoes the in-memory change if it failed. Once it is
+    /// durable, a message whose recipients are now all final counts as finished, and the
+    /// segment is retired if that was its last message: retiring never runs ahead of the final
+    /// state records it depends on. (Batches are written in order and a failure poisons the
+    /// state file, so this record being durable means every earlier one on the file is too.)
     async fn settle_record(
         &self,
         id: MessageId,
@@ -404,14 +406,18 @@ impl ShardQueue {
                     if let Some(slot) = entry.states.get_mut(recipient) {
                         *slot = previous;
                     }
-                    if finished {
-                        seg.unfinish(id.index);
-                        inner.messages_pending += 1;
-                    }
+                    entry.finishing = false;
                 }
                 return Err(e);
             }
-            finished && seg.sealed && seg.unfinished == 0
+            if finished {
+                seg.finish(id.index);
+            }
+            let retire = finished && seg.sealed && seg.unfinished == 0;
+            if finished {
+                inner.messages_pending -= 1;
+            }
+            retire
         };
         if retire {
             self.retire_ready().await?;

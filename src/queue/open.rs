@@ -32,11 +32,10 @@ impl ShardQueue {
             ..opts
         };
         let shard_dir = dir.join(format!("shard-{shard}"));
-        let existed = shard_dir.is_dir();
-        fs::create_dir_all(&shard_dir).map_err(|e| QueueError::io(&shard_dir, "creating", e))?;
-        if !existed {
-            segment::sync_dir(dir).await?;
-        }
+        // Each new level synced into its parent (queue/ into the data directory too): a
+        // segment in a directory whose name is lost is lost with it.
+        crate::durable_dir::create_dir_all(&shard_dir)
+            .map_err(|e| QueueError::io(&shard_dir, "creating", e))?;
         let lock = take_lock(&shard_dir)?;
         let generation = bump_generation(&shard_dir)?;
         segment::sync_dir(&shard_dir).await?;

@@ -27,6 +27,9 @@ pub(crate) struct MessageEntry {
     pub finished: bool,
     /// A moved record for it is being written: `record` waits, then follows `moved_to`.
     pub moving: bool,
+    /// Every recipient is final in memory, but the last final state record is not durable
+    /// yet: not finished (its segment must not retire), not movable either.
+    pub finishing: bool,
     /// The newer copy that replaced it (compaction), while this entry is still known.
     pub moved_to: Option<MessageId>,
 }
@@ -41,6 +44,7 @@ impl MessageEntry {
             durable: false,
             finished: false,
             moving: false,
+            finishing: false,
             moved_to: None,
         }
     }
@@ -93,15 +97,6 @@ impl Segment {
             entry.finished = true;
             self.unfinished -= 1;
             self.live_bytes -= entry.record_len;
-        }
-    }
-
-    /// Undoes `finish` (its step failed).
-    pub fn unfinish(&mut self, index: u32) {
-        if let Some(entry) = self.messages.get_mut(index as usize) {
-            entry.finished = false;
-            self.unfinished += 1;
-            self.live_bytes += entry.record_len;
         }
     }
 
@@ -188,6 +183,7 @@ impl Segment {
                 states: m.states.clone(),
                 durable: true,
                 moving: false,
+                finishing: false,
                 moved_to: m.replaced_by.map(|(segment, index)| MessageId {
                     shard,
                     segment,

@@ -375,6 +375,64 @@ fn finishing_the_active_segment_retires_it_at_rollover() {
     });
 }
 
+/// Issue 11, item 2: a rollover that seals a segment whose last message's final state record
+/// is still in an unsynced batch must not retire it; the retire comes once that record is
+/// durable. (Before the fix, `record` counted the message finished at once, and the rollover
+/// renamed the segment's files away while the final state could still be lost.)
+#[test]
+fn a_rollover_does_not_retire_before_the_final_state_is_durable() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().to_path_buf();
+    run(move || async move {
+        let (q, _) = open(&dir, 64 * 1024).await;
+        let first = q
+            .commit(&envelope(0, 1), &body(0, 40_000))
+            .await
+            .expect("commit");
+        // The final state is queued, and stays unsynced while the batcher is held.
+        q.batcher.hold(true);
+        let record = {
+            let q = q.clone();
+            glommio::spawn_local(async move { q.record(first, 0, Outcome::Delivered).await })
+        };
+        // A message that does not fit rolls the segment over meanwhile.
+        let second = {
+            let q = q.clone();
+            glommio::spawn_local(async move { q.commit(&envelope(1, 1), &body(1, 40_000)).await })
+        };
+        // Let the rollover (its own directory I/O, not held) run to its end.
+        for _ in 0..50 {
+            if q.stats().segments == 2 {
+                break;
+            }
+            glommio::timer::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        glommio::timer::sleep(std::time::Duration::from_millis(50)).await;
+        assert_eq!(
+            q.stats().free_segments,
+            0,
+            "a segment was retired before its final state record was durable"
+        );
+        assert_eq!(q.stats().segments, 2, "the rollover made a new segment");
+        assert_eq!(logs(&dir, "seg-").len(), 2, "both logs are still in place");
+        assert_eq!(
+            q.stats().messages_pending,
+            1,
+            "not finished before it is durable"
+        );
+
+        q.batcher.hold(false);
+        record.await.expect("record");
+        let second = second.await.expect("commit");
+        assert_ne!(first.segment, second.segment);
+        // Durable now: the old segment retires.
+        assert_eq!(q.stats().segments, 1);
+        assert_eq!(q.stats().free_segments, 1);
+        assert_eq!(q.stats().messages_pending, 1);
+        assert_eq!(logs(&dir, "free-").len(), 1);
+    });
+}
+
 #[test]
 fn oversized_message_gets_its_own_segment() {
     let tmp = tempfile::tempdir().expect("tempdir");

@@ -138,7 +138,7 @@ pub fn run(mut config: Config) -> Result<(), ServerError> {
     )?;
     let _lock =
         shards::DirLock::acquire(data_dir).map_err(|e| ServerError::DataDir(e.to_string()))?;
-    std::fs::create_dir_all(config.mail_root()).map_err(|e| {
+    crate::durable_dir::create_dir_all(&config.mail_root()).map_err(|e| {
         ServerError::DataDir(format!(
             "cannot create {}: {e}",
             config.mail_root().display()

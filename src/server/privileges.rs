@@ -331,7 +331,9 @@ pub fn make_data_dir(path: &Path, identity: &Identity) -> Result<(), ServerError
     let failed = |what: &str, e: std::io::Error| {
         ServerError::DataDir(format!("cannot {what} {}: {e}", path.display()))
     };
-    std::fs::create_dir_all(path).map_err(|e| failed("create", e))?;
+    // Synced into its parent, level by level: a power cut must not take the directory (and
+    // with it every message acknowledged since) away.
+    crate::durable_dir::create_dir_all(path).map_err(|e| failed("create", e))?;
     if let Identity::Drop(account) = identity {
         // Through a descriptor opened without following symlinks, so a path swapped after the
         // mkdir cannot make us chown something else.

@@ -185,6 +185,13 @@ impl Server {
         wait_timeout(&mut child, Duration::from_secs(30)).expect("ringmail exits")
     }
 
+    /// The exit status, if the server has already exited (without waiting).
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
+    }
+
     /// SIGKILL: the crash the queue must survive.
     pub fn kill9(&mut self) {
         if let Some(mut child) = self.child.take() {
