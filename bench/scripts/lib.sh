@@ -213,6 +213,7 @@ write_ringmail_relay_config() {
 hostname = "ringmail-relay.test"
 data_dir = "$data_dir"
 log_level = "${RINGMAIL_LOG_LEVEL:-warn}"
+user = "${RINGMAIL_USER:-nobody}"
 
 [smtp]
 listen = ["127.0.0.1:$smtp_port"]

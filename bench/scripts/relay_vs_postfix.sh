@@ -215,6 +215,7 @@ if [ "$WITH_RINGMAIL" = 1 ]; then
     RM_PORT=$(free_port)
     mkdir -p "$WORK/ringmail-data"
     write_ringmail_relay_config "$WORK/ringmail.toml" "$WORK/ringmail-data" "$RM_PORT" "$SINK_PORT" "$CONNECTIONS"
+    give_to_ringmail_user "$WORK/ringmail-data"
     start_bg "$WORK/ringmail.log" "$RINGMAIL" serve --config "$WORK/ringmail.toml"
     RM_PID=$STARTED_PID
     wait_listening "$RM_PORT" "$RM_PID" ringmail || { cat "$WORK/ringmail.log" >&2; die "ringmail did not start"; }
