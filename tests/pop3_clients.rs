@@ -114,10 +114,8 @@ const PY_SESSION: &str = r#"
 import poplib, sys
 port = int(sys.argv[1])
 def wire(b):
-    out = b''
-    for line in b.replace(b'\r\n', b'\n').split(b'\n')[:-1]:
-        out += (b'.' + line if line.startswith(b'.') else line) + b'\r\n'
-    return out
+    # RFC 1939 §5 size: CRLF line ends, no byte-stuffing (RETR's extra dots are not counted).
+    return b''.join(line + b'\r\n' for line in b.replace(b'\r\n', b'\n').split(b'\n')[:-1])
 m1 = b"From: a@example.test\nSubject: first\n\nhello\n.dotted line\nbye\n"
 m2 = b"From: c@example.test\r\nSubject: second\r\n\r\nbody two\r\n"
 p = poplib.POP3('127.0.0.1', port, timeout=10)

@@ -197,3 +197,85 @@ fn smtp_in_pop3_out_with_delete_only_at_quit() {
     assert_eq!(on_disk, 2);
     assert!(server.terminate().success());
 }
+
+/// Sends one message whose body has four lines that start with a dot, then reports LIST/STAT
+/// and what RETR delivered, as poplib sees them (poplib removes the stuffing).
+const DOTS: &str = r#"
+import poplib, smtplib, sys
+smtp_port, pop_port, mode = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+if mode == "send":
+    body = "Subject: dots\r\n\r\n.one\r\n..two\r\n.three\r\nplain\r\n.\r\n"
+    with smtplib.SMTP("127.0.0.1", smtp_port, timeout=10) as s:
+        s.sendmail("alice@localhost", ["bob@example.test"], body)
+    sys.exit(0)
+p = poplib.POP3("127.0.0.1", pop_port, timeout=10)
+# No APOP secrets file is configured: no timestamp invites an APOP that cannot succeed.
+assert b"<" not in p.getwelcome(), p.getwelcome()
+p.user("bob@example.test")
+p.pass_("s3cret")
+count, total = p.stat()
+listed = [int(l.split()[1]) for l in p.list()[1]]
+single = int(p.list(1).split()[2])
+resp, lines, octets = p.retr(1)
+# poplib has already un-stuffed; put the CRLF line ends back (RFC 1939 §5's size).
+content = b"".join(l + b"\r\n" for l in lines)
+# Delivery adds trace headers above ours; the body is what follows the blank line.
+assert lines[lines.index(b"") + 1:] == [b".one", b"..two", b".three", b"plain", b"."], lines
+assert listed == [len(content)], (listed, len(content))
+assert single == len(content) and total == len(content), (single, total)
+assert resp.split()[1] == str(len(content)).encode(), resp
+p.quit()
+print("SIZE", len(content))
+"#;
+
+/// RFC 1939 §5: LIST and STAT count the message with CRLF line ends and without byte-stuffing,
+/// so the size equals what a client holds after RETR (fetchmail and others compare them).
+#[test]
+fn list_sizes_equal_retrieved_octets_with_dot_lines() {
+    let dir = test_dir("pop3dots");
+    let mut server = Server::start(&dir, &base_config(&dir, "", ""));
+    add_user(&server, "bob@example.test", "s3cret");
+    let smtp = server.smtp.port().to_string();
+    let pop_addr = server.pop3.unwrap();
+    let pop_port = pop_addr.port().to_string();
+    let sent = python(DOTS, &[&smtp, &pop_port, "send"]);
+    assert!(sent.status.success(), "{}", String::from_utf8_lossy(&sent.stderr));
+    assert_eq!(server.wait_for_mail("bob@example.test", 1, 20).len(), 1);
+
+    let out = python(DOTS, &[&smtp, &pop_port, "check"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let size: usize = stdout
+        .trim()
+        .strip_prefix("SIZE ")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("{stdout}"));
+
+    // curl: RETR of message 1 (curl removes the stuffing too), and `--list-only`, which makes
+    // curl send `LIST 1` instead of RETR.
+    let curl = |extra: &[&str]| {
+        let out = Command::new("curl")
+            .args(["--silent", "--show-error", "--max-time", "20"])
+            .args(extra)
+            .arg(format!("pop3://bob%40example.test:s3cret@{pop_addr}/1"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        out.stdout
+    };
+    let retrieved = curl(&[]);
+    assert_eq!(
+        retrieved.len(),
+        size,
+        "curl RETR gave {:?}",
+        String::from_utf8_lossy(&retrieved)
+    );
+    assert!(retrieved.ends_with(b"plain\r\n.\r\n"), "{:?}", String::from_utf8_lossy(&retrieved));
+    let listed = String::from_utf8_lossy(&curl(&["--list-only"])).into_owned();
+    assert_eq!(listed.trim(), format!("1 {size}"), "curl --list-only");
+    assert!(server.terminate().success());
+}
