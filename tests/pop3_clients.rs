@@ -168,8 +168,21 @@ fn poplib_session_dele_uidl_and_maildir_moves() {
         md.join("cur/1001.A2.host:2,S").exists(),
         "retrieved mail moves to cur/"
     );
-    // The dropped second session deleted nothing.
-    std::thread::sleep(Duration::from_millis(200));
+    // The dropped second session deleted nothing: once its lock is released (a new session
+    // logs in without [IN-USE]), anything it was going to do to the Maildir is done.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let out = raw(
+            server.port,
+            b"USER bob@example.test\r\nPASS secret\r\nQUIT\r\n",
+        );
+        if out.contains("+OK maildrop") {
+            break;
+        }
+        assert!(out.contains("[IN-USE]"), "{out}");
+        assert!(std::time::Instant::now() < deadline, "mailbox still locked");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     assert!(md.join("cur/1001.A2.host:2,S").exists());
 }
 

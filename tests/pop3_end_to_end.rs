@@ -133,8 +133,20 @@ fn smtp_in_pop3_out_with_delete_only_at_quit() {
 
     // DELE then a dropped connection deletes nothing.
     pop(&server, "s3cret", "dele-drop");
-    std::thread::sleep(Duration::from_millis(300));
-    let after_drop = pop(&server, "s3cret", "stat");
+    // The next session gets in once the dropped one has ended (before, it is refused with
+    // [IN-USE]); by then anything the dropped session did to the Maildir is done.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let port = server.pop3.unwrap().port().to_string();
+    let after_drop = loop {
+        let out = python(POP, &[&port, "s3cret", "stat"]);
+        if out.status.success() {
+            break String::from_utf8_lossy(&out.stdout).into_owned();
+        }
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(err.contains("[IN-USE]"), "{err}");
+        assert!(std::time::Instant::now() < deadline, "mailbox still locked");
+        std::thread::sleep(Duration::from_millis(20));
+    };
     assert!(
         stat_line(&after_drop).starts_with("STAT (3, "),
         "{after_drop}"
@@ -239,7 +251,11 @@ fn list_sizes_equal_retrieved_octets_with_dot_lines() {
     let pop_addr = server.pop3.unwrap();
     let pop_port = pop_addr.port().to_string();
     let sent = python(DOTS, &[&smtp, &pop_port, "send"]);
-    assert!(sent.status.success(), "{}", String::from_utf8_lossy(&sent.stderr));
+    assert!(
+        sent.status.success(),
+        "{}",
+        String::from_utf8_lossy(&sent.stderr)
+    );
     assert_eq!(server.wait_for_mail("bob@example.test", 1, 20).len(), 1);
 
     let out = python(DOTS, &[&smtp, &pop_port, "check"]);
@@ -255,27 +271,37 @@ fn list_sizes_equal_retrieved_octets_with_dot_lines() {
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("{stdout}"));
 
-    // curl: RETR of message 1 (curl removes the stuffing too), and `--list-only`, which makes
-    // curl send `LIST 1` instead of RETR.
-    let curl = |extra: &[&str]| {
+    // curl: RETR of message 1 (curl removes the stuffing too), and the mailbox URL without a
+    // message number, for which curl sends LIST and prints the listing. (`--list-only` with a
+    // number sends `LIST 1`, whose one-line answer curl does not print.)
+    let curl = |path: &str| {
         let out = Command::new("curl")
             .args(["--silent", "--show-error", "--max-time", "20"])
-            .args(extra)
-            .arg(format!("pop3://bob%40example.test:s3cret@{pop_addr}/1"))
+            .arg(format!(
+                "pop3://bob%40example.test:s3cret@{pop_addr}/{path}"
+            ))
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         out.stdout
     };
-    let retrieved = curl(&[]);
+    let retrieved = curl("1");
     assert_eq!(
         retrieved.len(),
         size,
         "curl RETR gave {:?}",
         String::from_utf8_lossy(&retrieved)
     );
-    assert!(retrieved.ends_with(b"plain\r\n.\r\n"), "{:?}", String::from_utf8_lossy(&retrieved));
-    let listed = String::from_utf8_lossy(&curl(&["--list-only"])).into_owned();
-    assert_eq!(listed.trim(), format!("1 {size}"), "curl --list-only");
+    assert!(
+        retrieved.ends_with(b"\r\n.one\r\n..two\r\n.three\r\nplain\r\n.\r\n"),
+        "{:?}",
+        String::from_utf8_lossy(&retrieved)
+    );
+    let listed = String::from_utf8_lossy(&curl("")).into_owned();
+    assert_eq!(listed, format!("1 {size}\r\n"), "curl's LIST");
     assert!(server.terminate().success());
 }

@@ -311,7 +311,11 @@ mod tests {
                 "[smtp]\nlisten = \"127.0.0.1:25\"\n[server]\nhostname = 5\n".to_string(),
                 vec![
                     (Some(2), "smtp.listen", "must be a list in brackets"),
-                    (Some(4), "server.hostname", "must be text in quotes, not a number (5)"),
+                    (
+                        Some(4),
+                        "server.hostname",
+                        "must be text in quotes, not a number (5)",
+                    ),
                 ],
             ),
             // Programs and files that are not there.
@@ -345,7 +349,10 @@ mod tests {
             ),
             // What is there passes.
             (format!("[pop3]\ncheckpassword = [\"{script}\"]\n"), vec![]),
-            ("[pop3]\ncheckpassword = [\"sh\", \"-c\"]\n".to_string(), vec![]),
+            (
+                "[pop3]\ncheckpassword = [\"sh\", \"-c\"]\n".to_string(),
+                vec![],
+            ),
         ];
         for (text, want) in &cases {
             let got = match check_str(text, "t.toml") {
@@ -358,7 +365,10 @@ mod tests {
                 assert_eq!(error.line, *line, "{text}\n{shown:#?}");
                 assert_eq!(error.key, *key, "{text}\n{shown:#?}");
                 assert!(error.message.contains(words), "{text}\n{shown:#?}");
-                assert!(!error.message.contains("expected"), "serde's words: {error}");
+                assert!(
+                    !error.message.contains("expected"),
+                    "serde's words: {error}"
+                );
             }
             // load_str reports the first of them.
             if let Some(first) = got.first() {

@@ -190,7 +190,10 @@ mod tests {
         assert_eq!(at("\"mx\""), Some(path("server.hostname")));
         assert_eq!(at("hostname"), Some(path("server.hostname")));
         assert_eq!(at("\"b\""), Some(path("smtp.listen")));
-        assert_eq!(at("\"h:25\""), Some(vec!["relay".into(), "routes".into(), "x.test".into()]));
+        assert_eq!(
+            at("\"h:25\""),
+            Some(vec!["relay".into(), "routes".into(), "x.test".into()])
+        );
         assert_eq!(spans.line_at(0), 1);
         assert_eq!(spans.line_at(text.find("[smtp]").expect("smtp")), 5);
     }

@@ -141,7 +141,11 @@ fn check_values(config: &Config, p: &mut Problems) {
     let relay = &config.relay;
     for (domain, target) in &relay.routes {
         if domain != "*" {
-            check_domain(p, "relay.routes", domain.strip_prefix('.').unwrap_or(domain));
+            check_domain(
+                p,
+                "relay.routes",
+                domain.strip_prefix('.').unwrap_or(domain),
+            );
         }
         if let Err(e) = crate::relay::route::RouteTarget::parse(target) {
             p.add("relay.routes", format!("route for `{domain}`: {e}"));
@@ -286,7 +290,11 @@ fn executable(program: &str) -> Result<(), String> {
         vec![PathBuf::from(program)]
     } else {
         std::env::var_os("PATH")
-            .map(|path| std::env::split_paths(&path).map(|d| d.join(program)).collect())
+            .map(|path| {
+                std::env::split_paths(&path)
+                    .map(|d| d.join(program))
+                    .collect()
+            })
             .unwrap_or_default()
     };
     let mut problem = None;

@@ -468,7 +468,10 @@ mod tests {
             if as_root {
                 set_thread_fs_ids(NOBODY);
                 // The premise: this thread really cannot write in tmp/.
-                assert!(fs::write(md.join("tmp/probe"), b"").is_err(), "tmp/ is writable");
+                assert!(
+                    fs::write(md.join("tmp/probe"), b"").is_err(),
+                    "tmp/ is writable"
+                );
             }
             run(async move { deliver(&md, "h", b"", b"x").await.expect_err("must fail") })
         })

@@ -65,7 +65,11 @@ fn old_size_cache_is_recounted() {
     let cache = fs::read_to_string(md.join(SIZE_CACHE)).unwrap();
     assert_eq!(cache, format!("{SIZE_CACHE_VERSION}\n1.a.host 35\n"));
     // And a current-version cache is believed (it is what saves reading every file).
-    fs::write(md.join(SIZE_CACHE), format!("{SIZE_CACHE_VERSION}\n1.a.host 7\n")).unwrap();
+    fs::write(
+        md.join(SIZE_CACHE),
+        format!("{SIZE_CACHE_VERSION}\n1.a.host 7\n"),
+    )
+    .unwrap();
     assert_eq!(Mailbox::open_dir(&md).unwrap().listing()[0].size, 7);
 }
 

@@ -69,7 +69,10 @@ fn no_apop_timestamp_without_secrets() {
     assert_eq!(s.greeting(), b"+OK ringmail POP3 server ready\r\n".to_vec());
     run(
         &mut s,
-        &[("APOP bob c4c9334bac560ecc979e58001b3e22fb", "-ERR APOP not available\r\n")],
+        &[(
+            "APOP bob c4c9334bac560ecc979e58001b3e22fb",
+            "-ERR APOP not available\r\n",
+        )],
     );
     // Still in AUTHORIZATION: USER/PASS works.
     run(&mut s, &[("USER bob", "+OK send PASS\r\n")]);

@@ -288,17 +288,28 @@ mod tests {
             (b"a\nb\n", 6),
             (b"a\r\nb\r\n", 6),
             (b".\n.\n..\n.x\n", 14),
-            (b"S: x\n\n.one\n.two\n.three\n.four\n", 6 + 2 + 6 + 6 + 8 + 7),
+            (
+                b"S: x\n\n.one\n.two\n.three\n.four\n",
+                6 + 2 + 6 + 6 + 8 + 7,
+            ),
             (b"no newline", 12),
             (b"", 0),
         ];
         for (input, want) in cases {
-            assert_eq!(message_size(input), *want, "{:?}", String::from_utf8_lossy(input));
+            assert_eq!(
+                message_size(input),
+                *want,
+                "{:?}",
+                String::from_utf8_lossy(input)
+            );
             let mut enc = WireEncoder::whole();
             let mut out = Vec::new();
             enc.encode(input, &mut out);
             enc.finish(&mut out);
-            let dots = input.split(|&b| b == b'\n').filter(|l| l.first() == Some(&b'.')).count();
+            let dots = input
+                .split(|&b| b == b'\n')
+                .filter(|l| l.first() == Some(&b'.'))
+                .count();
             assert_eq!(enc.stuffed(), dots as u64);
             assert_eq!(out.len() as u64 - enc.stuffed(), *want);
         }

@@ -229,10 +229,10 @@ impl Server {
     pub fn wait_queue_idle(&self, secs: u64) {
         let deadline = Instant::now() + Duration::from_secs(secs);
         loop {
-            let status = String::from_utf8_lossy(&self.ctl(&["queue", "status"]).stdout)
-                .into_owned();
+            let status =
+                String::from_utf8_lossy(&self.ctl(&["queue", "status"]).stdout).into_owned();
             let stat = String::from_utf8_lossy(&self.ctl(&["queue", "stat"]).stdout).into_owned();
-            if status.starts_with("ok running, 0 recipients pending")
+            if status.lines().next() == Some("running, 0 recipients pending")
                 && stat.contains("messages in queue: 0")
             {
                 return;
