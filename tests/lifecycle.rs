@@ -40,6 +40,34 @@ fn invalid_config_names_file_line_and_key() {
 }
 
 #[test]
+fn check_config_lists_every_error_in_words() {
+    let dir = test_dir("allerrors");
+    let path = dir.join("bad.toml");
+    std::fs::write(
+        &path,
+        "[server]\nshards = \"two\"\nbogus = 1\n\n[pop3]\ncheckpassword = [\"/nonexistent/checkpw\"]\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .arg("check-config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let file = path.display();
+    for line in [
+        format!("{file}:2: server.shards: must be a whole number, not text (\"two\")"),
+        format!("{file}:3: server.bogus: unknown key `bogus`"),
+        format!("{file}:6: pop3.checkpassword: program /nonexistent/checkpw does not exist"),
+        format!("3 errors in {file}"),
+    ] {
+        assert!(err.contains(&line), "{line}\nnot in:\n{err}");
+    }
+    assert!(!err.contains("expected usize"), "{err}");
+}
+
+#[test]
 fn second_instance_on_the_same_data_dir_refuses() {
     let dir = test_dir("lock");
     let server = Server::start(&dir, &base_config(&dir, "", ""));
