@@ -40,6 +40,34 @@ fn invalid_config_names_file_line_and_key() {
 }
 
 #[test]
+fn check_config_lists_every_error_in_words() {
+    let dir = test_dir("allerrors");
+    let path = dir.join("bad.toml");
+    std::fs::write(
+        &path,
+        "[server]\nshards = \"two\"\nbogus = 1\n\n[pop3]\ncheckpassword = [\"/nonexistent/checkpw\"]\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .arg("check-config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let file = path.display();
+    for line in [
+        format!("{file}:2: server.shards: must be a whole number, not text (\"two\")"),
+        format!("{file}:3: server.bogus: unknown key `bogus`"),
+        format!("{file}:6: pop3.checkpassword: program /nonexistent/checkpw does not exist"),
+        format!("3 errors in {file}"),
+    ] {
+        assert!(err.contains(&line), "{line}\nnot in:\n{err}");
+    }
+    assert!(!err.contains("expected usize"), "{err}");
+}
+
+#[test]
 fn second_instance_on_the_same_data_dir_refuses() {
     let dir = test_dir("lock");
     let server = Server::start(&dir, &base_config(&dir, "", ""));
@@ -73,8 +101,8 @@ fn sigterm_answers_421_and_exits_0_then_restart_serves() {
 }
 
 /// Makes a directory immutable (`chattr +i`), so even root gets EPERM writing in it: the one
-/// way to cause a temporary delivery failure as root. Returns false where the filesystem has
-/// no such attribute.
+/// way to cause a temporary delivery failure in a server running as root. Returns false where
+/// that cannot be done (no `chattr`, not root, or a filesystem without the attribute).
 fn set_immutable(path: &Path, on: bool) -> bool {
     let flag = if on { "+i" } else { "-i" };
     Command::new("chattr")
@@ -83,6 +111,15 @@ fn set_immutable(path: &Path, on: bool) -> bool {
         .status()
         .map(|s| s.success())
         .unwrap_or(false)
+}
+
+/// Clears the immutable flag again however the test ends, so its directory can be removed.
+struct Immutable<'a>(&'a Path);
+
+impl Drop for Immutable<'_> {
+    fn drop(&mut self) {
+        set_immutable(self.0, false);
+    }
 }
 
 #[test]
@@ -97,10 +134,16 @@ fn queue_commands_show_a_deferred_message() {
     for sub in ["tmp", "new", "cur"] {
         std::fs::create_dir_all(maildir.join(sub)).unwrap();
     }
-    if !set_immutable(&maildir.join("tmp"), true) {
-        eprintln!("skipping: chattr +i is not supported here");
-        return;
-    }
+    // Without the immutable flag there is no deferral to look at: fail rather than pass
+    // untested.
+    let tmp = maildir.join("tmp");
+    assert!(
+        set_immutable(&tmp, true),
+        "chattr +i failed: this test needs root (CAP_LINUX_IMMUTABLE) and a filesystem with the \
+         immutable attribute (ext4, xfs, btrfs) for its temporary directory; where there is \
+         none, skip it with `--skip queue_commands_show_a_deferred_message`"
+    );
+    let immutable = Immutable(&tmp);
     let (mut s, _) = server.raw();
     for command in [
         "HELO c.test\r\n",
@@ -121,7 +164,7 @@ fn queue_commands_show_a_deferred_message() {
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
     };
-    set_immutable(&maildir.join("tmp"), false);
+    drop(immutable);
     assert!(listing.contains("from <a@localhost>"), "{listing}");
     assert!(listing.contains("deferred, 1 attempts, next "), "{listing}");
     assert!(listing.contains("\tstuck@example.test"), "{listing}");

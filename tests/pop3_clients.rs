@@ -114,10 +114,8 @@ const PY_SESSION: &str = r#"
 import poplib, sys
 port = int(sys.argv[1])
 def wire(b):
-    out = b''
-    for line in b.replace(b'\r\n', b'\n').split(b'\n')[:-1]:
-        out += (b'.' + line if line.startswith(b'.') else line) + b'\r\n'
-    return out
+    # RFC 1939 §5 size: CRLF line ends, no byte-stuffing (RETR's extra dots are not counted).
+    return b''.join(line + b'\r\n' for line in b.replace(b'\r\n', b'\n').split(b'\n')[:-1])
 m1 = b"From: a@example.test\nSubject: first\n\nhello\n.dotted line\nbye\n"
 m2 = b"From: c@example.test\r\nSubject: second\r\n\r\nbody two\r\n"
 p = poplib.POP3('127.0.0.1', port, timeout=10)
@@ -170,8 +168,21 @@ fn poplib_session_dele_uidl_and_maildir_moves() {
         md.join("cur/1001.A2.host:2,S").exists(),
         "retrieved mail moves to cur/"
     );
-    // The dropped second session deleted nothing.
-    std::thread::sleep(Duration::from_millis(200));
+    // The dropped second session deleted nothing: once its lock is released (a new session
+    // logs in without [IN-USE]), anything it was going to do to the Maildir is done.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let out = raw(
+            server.port,
+            b"USER bob@example.test\r\nPASS secret\r\nQUIT\r\n",
+        );
+        if out.contains("+OK maildrop") {
+            break;
+        }
+        assert!(out.contains("[IN-USE]"), "{out}");
+        assert!(std::time::Instant::now() < deadline, "mailbox still locked");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     assert!(md.join("cur/1001.A2.host:2,S").exists());
 }
 

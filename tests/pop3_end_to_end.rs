@@ -133,8 +133,20 @@ fn smtp_in_pop3_out_with_delete_only_at_quit() {
 
     // DELE then a dropped connection deletes nothing.
     pop(&server, "s3cret", "dele-drop");
-    std::thread::sleep(Duration::from_millis(300));
-    let after_drop = pop(&server, "s3cret", "stat");
+    // The next session gets in once the dropped one has ended (before, it is refused with
+    // [IN-USE]); by then anything the dropped session did to the Maildir is done.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let port = server.pop3.unwrap().port().to_string();
+    let after_drop = loop {
+        let out = python(POP, &[&port, "s3cret", "stat"]);
+        if out.status.success() {
+            break String::from_utf8_lossy(&out.stdout).into_owned();
+        }
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(err.contains("[IN-USE]"), "{err}");
+        assert!(std::time::Instant::now() < deadline, "mailbox still locked");
+        std::thread::sleep(Duration::from_millis(20));
+    };
     assert!(
         stat_line(&after_drop).starts_with("STAT (3, "),
         "{after_drop}"
@@ -195,5 +207,101 @@ fn smtp_in_pop3_out_with_delete_only_at_quit() {
         })
         .sum::<usize>();
     assert_eq!(on_disk, 2);
+    assert!(server.terminate().success());
+}
+
+/// Sends one message whose body has four lines that start with a dot, then reports LIST/STAT
+/// and what RETR delivered, as poplib sees them (poplib removes the stuffing).
+const DOTS: &str = r#"
+import poplib, smtplib, sys
+smtp_port, pop_port, mode = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+if mode == "send":
+    body = "Subject: dots\r\n\r\n.one\r\n..two\r\n.three\r\nplain\r\n.\r\n"
+    with smtplib.SMTP("127.0.0.1", smtp_port, timeout=10) as s:
+        s.sendmail("alice@localhost", ["bob@example.test"], body)
+    sys.exit(0)
+p = poplib.POP3("127.0.0.1", pop_port, timeout=10)
+# No APOP secrets file is configured: no timestamp invites an APOP that cannot succeed.
+assert b"<" not in p.getwelcome(), p.getwelcome()
+p.user("bob@example.test")
+p.pass_("s3cret")
+count, total = p.stat()
+listed = [int(l.split()[1]) for l in p.list()[1]]
+single = int(p.list(1).split()[2])
+resp, lines, octets = p.retr(1)
+# poplib has already un-stuffed; put the CRLF line ends back (RFC 1939 §5's size).
+content = b"".join(l + b"\r\n" for l in lines)
+# Delivery adds trace headers above ours; the body is what follows the blank line.
+assert lines[lines.index(b"") + 1:] == [b".one", b"..two", b".three", b"plain", b"."], lines
+assert listed == [len(content)], (listed, len(content))
+assert single == len(content) and total == len(content), (single, total)
+assert resp.split()[1] == str(len(content)).encode(), resp
+p.quit()
+print("SIZE", len(content))
+"#;
+
+/// RFC 1939 §5: LIST and STAT count the message with CRLF line ends and without byte-stuffing,
+/// so the size equals what a client holds after RETR (fetchmail and others compare them).
+#[test]
+fn list_sizes_equal_retrieved_octets_with_dot_lines() {
+    let dir = test_dir("pop3dots");
+    let mut server = Server::start(&dir, &base_config(&dir, "", ""));
+    add_user(&server, "bob@example.test", "s3cret");
+    let smtp = server.smtp.port().to_string();
+    let pop_addr = server.pop3.unwrap();
+    let pop_port = pop_addr.port().to_string();
+    let sent = python(DOTS, &[&smtp, &pop_port, "send"]);
+    assert!(
+        sent.status.success(),
+        "{}",
+        String::from_utf8_lossy(&sent.stderr)
+    );
+    assert_eq!(server.wait_for_mail("bob@example.test", 1, 20).len(), 1);
+
+    let out = python(DOTS, &[&smtp, &pop_port, "check"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let size: usize = stdout
+        .trim()
+        .strip_prefix("SIZE ")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("{stdout}"));
+
+    // curl: RETR of message 1 (curl removes the stuffing too), and the mailbox URL without a
+    // message number, for which curl sends LIST and prints the listing. (`--list-only` with a
+    // number sends `LIST 1`, whose one-line answer curl does not print.)
+    let curl = |path: &str| {
+        let out = Command::new("curl")
+            .args(["--silent", "--show-error", "--max-time", "20"])
+            .arg(format!(
+                "pop3://bob%40example.test:s3cret@{pop_addr}/{path}"
+            ))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    };
+    let retrieved = curl("1");
+    assert_eq!(
+        retrieved.len(),
+        size,
+        "curl RETR gave {:?}",
+        String::from_utf8_lossy(&retrieved)
+    );
+    assert!(
+        retrieved.ends_with(b"\r\n.one\r\n..two\r\n.three\r\nplain\r\n.\r\n"),
+        "{:?}",
+        String::from_utf8_lossy(&retrieved)
+    );
+    let listed = String::from_utf8_lossy(&curl("")).into_owned();
+    assert_eq!(listed, format!("1 {size}\r\n"), "curl's LIST");
     assert!(server.terminate().success());
 }

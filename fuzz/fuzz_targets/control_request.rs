@@ -7,7 +7,10 @@ use ringmail::control::protocol::{Reply, format_request, parse_request};
 
 fuzz_target!(|bytes: &[u8]| {
     if let Ok(request) = parse_request(bytes) {
-        assert_eq!(parse_request(format_request(&request).as_bytes()), Ok(request));
+        assert_eq!(
+            parse_request(format_request(&request).as_bytes()),
+            Ok(request)
+        );
     }
     if let Ok(reply) = Reply::decode(&String::from_utf8_lossy(bytes)) {
         // Encoding keeps it one status line plus its details.

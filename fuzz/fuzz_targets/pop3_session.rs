@@ -12,7 +12,7 @@ fuzz_target!(|data: &[u8]| {
         tls_active: false,
         login_delay: None,
     };
-    let mut session = Session::new(config, "<1.2@fuzz>".into());
+    let mut session = Session::new(config, Some("<1.2@fuzz>".into()));
     let _ = session.greeting();
     let mut pending: Vec<Action> = Vec::new();
     for line in data.split_inclusive(|b| *b == b'\n') {

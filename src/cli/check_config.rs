@@ -1,11 +1,19 @@
-//! `ringmail check-config FILE`: validate a configuration exactly as `serve` would.
+//! `ringmail check-config FILE`: validate a configuration exactly as `serve` would, and list
+//! every error in it (not only the first), one per line as `file:line: key: message`.
 
 use std::path::Path;
 use std::process::ExitCode;
 
 pub fn run(file: &Path) -> Result<ExitCode, ExitCode> {
-    let config = crate::config::load_file(file).map_err(|e| {
-        eprintln!("ringmail: configuration error: {e}");
+    let config = crate::config::check_file(file).map_err(|errors| {
+        for e in &errors {
+            eprintln!("ringmail: configuration error: {e}");
+        }
+        if errors.len() >= crate::config::MAX_ERRORS {
+            eprintln!("ringmail: stopped after {} errors", errors.len());
+        } else if errors.len() > 1 {
+            eprintln!("ringmail: {} errors in {}", errors.len(), file.display());
+        }
         ExitCode::from(2)
     })?;
     println!("{}: ok", file.display());

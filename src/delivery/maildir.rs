@@ -424,6 +424,23 @@ mod tests {
         assert!(names(&maildir.join("tmp")).is_empty());
     }
 
+    /// Sets this thread's filesystem uid and gid (Linux keeps them per thread, and threads
+    /// started from it inherit them). Leaving uid 0 this way also drops CAP_DAC_OVERRIDE from
+    /// the thread (capabilities(7)), so permission checks apply as to that user.
+    fn set_thread_fs_ids(id: u32) {
+        // SAFETY: setfsgid/setfsuid take plain integers and change only the calling thread's
+        // credentials; no memory is shared.
+        unsafe {
+            libc::setfsgid(id);
+            libc::setfsuid(id);
+        }
+        // setfsuid reports no errors; an invalid id (-1) changes nothing and returns the
+        // current one, which must now be `id`.
+        // SAFETY: as above.
+        let now = unsafe { libc::setfsuid(u32::MAX) };
+        assert_eq!(now as u32, id, "setfsuid did not take effect");
+    }
+
     #[test]
     fn read_only_maildir_is_temporary() {
         use std::os::unix::fs::PermissionsExt;
@@ -432,16 +449,37 @@ mod tests {
         for sub in ["tmp", "new", "cur"] {
             fs::create_dir_all(maildir.join(sub)).expect("mkdir");
         }
+        // Root ignores directory permissions, and the tests run as root here: deliver from a
+        // thread whose filesystem ids are nobody's (65534), owning the Maildir, so the
+        // permission check is real whoever runs the test.
+        // SAFETY: geteuid has no preconditions.
+        let as_root = unsafe { libc::geteuid() } == 0;
+        const NOBODY: u32 = 65534;
+        if as_root {
+            fs::set_permissions(root.path(), fs::Permissions::from_mode(0o755)).expect("chmod");
+            for dir in ["", "tmp", "new", "cur"] {
+                std::os::unix::fs::chown(maildir.join(dir), Some(NOBODY), Some(NOBODY))
+                    .expect("chown");
+            }
+        }
         let tmp = maildir.join("tmp");
         fs::set_permissions(&tmp, fs::Permissions::from_mode(0o500)).expect("chmod");
-        // Root ignores directory permissions, so there is nothing to observe there; the errno
-        // table in `classifies_errors` covers EACCES either way.
-        if fs::write(tmp.join("probe"), b"").is_ok() {
-            return;
-        }
         let md = maildir.clone();
-        let err = run(async move { deliver(&md, "h", b"", b"x").await.expect_err("must fail") });
+        let err = std::thread::spawn(move || {
+            if as_root {
+                set_thread_fs_ids(NOBODY);
+                // The premise: this thread really cannot write in tmp/.
+                assert!(
+                    fs::write(md.join("tmp/probe"), b"").is_err(),
+                    "tmp/ is writable"
+                );
+            }
+            run(async move { deliver(&md, "h", b"", b"x").await.expect_err("must fail") })
+        })
+        .join()
+        .expect("delivery thread");
         assert!(err.is_temporary(), "{err}");
-        assert_eq!(err.errno(), Some(libc::EACCES));
+        assert_eq!(err.errno(), Some(libc::EACCES), "{err}");
+        assert!(names(&tmp).is_empty());
     }
 }

@@ -165,7 +165,12 @@ pub async fn serve(stream: TcpStream, shared: Rc<Pop3Shard>, implicit_tls: bool)
         tls_active,
         login_delay: shared.settings.login_delay,
     };
-    let timestamp = apop_timestamp(&shared.settings.hostname);
+    // RFC 1939 §7: the timestamp invites APOP, so offer it only when a secrets file exists.
+    let timestamp = shared
+        .settings
+        .apop_secrets
+        .as_ref()
+        .map(|_| apop_timestamp(&shared.settings.hostname));
     let mut conn = Conn {
         shared: &shared,
         peer,

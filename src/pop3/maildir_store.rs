@@ -6,15 +6,19 @@
 //!   when the file moves `new/` → `cur/` or gains flags, so it is stable across sessions and
 //!   restarts (RFC 1939 §7). A name that is not 1-70 octets of 0x21..=0x7E is replaced by its
 //!   MD5 in hex.
-//! - **Sizes** are the octets RETR sends (`pop3::wire`: CRLF, dot-stuffed). Computing one reads
-//!   the whole file, so each is computed once and cached in `<Maildir>/ringmail-pop3.sizes`
-//!   (`<unique name> <size>` per line, rewritten by temp file + rename; a lost or corrupt cache
-//!   only costs a recount). Maildir files never change after delivery, so entries never go stale;
-//!   entries for vanished messages are dropped on rewrite.
-//! - **Locking**: `flock(LOCK_EX|LOCK_NB)` on `<Maildir>/ringmail-pop3.lock`, held for the
-//!   session. flock locks belong to the open file description, so they exclude a second session
-//!   on another shard or in another process alike; local delivery takes no lock (Maildir
-//!   delivery is safe against readers) and its new mail shows in the next session.
+//! - **Sizes** are RFC 1939 §5 sizes (`pop3::wire::message_size`: CRLF line ends, without the
+//!   byte-stuffing RETR adds). Computing one reads the whole file, so each is computed once and
+//!   cached in `<Maildir>/ringmail-pop3.sizes`: a version line ([`SIZE_CACHE_VERSION`]), then
+//!   `<unique name> <size>` per line, rewritten by temp file + rename; a lost, corrupt or
+//!   older-version cache only costs a recount. (Version 1 had no version line and counted the
+//!   stuffing dots, so a cache without the current line is ignored.) Maildir files never change
+//!   after delivery, so entries never go stale; entries for vanished messages are dropped on
+//!   rewrite.
+//! - **Locking**: an exclusive `File::try_lock` (flock on Linux) on
+//!   `<Maildir>/ringmail-pop3.lock`, held for the session. flock locks belong to the open file
+//!   description, so they exclude a second session on another shard or in another process
+//!   alike; local delivery takes no lock (Maildir delivery is safe against readers) and its new
+//!   mail shows in the next session.
 //! - **UPDATE** ([`Mailbox::commit`]): deleted messages are unlinked; retrieved ones move from
 //!   `new/` to `cur/` with the `:2,S` (seen) info, per the Maildir convention; the directories
 //!   that changed are fsynced. Moving at UPDATE rather than at RETR keeps paths fixed during
@@ -27,21 +31,23 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::{self, Write};
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use md5::{Digest, Md5};
 
 use super::session::MessageInfo;
-use super::wire::wire_size;
+use super::wire::message_size;
 use crate::mailbox::{MailboxError, maildir_for};
 
 /// The lock file's name inside the Maildir.
 pub const LOCK_FILE: &str = "ringmail-pop3.lock";
 /// The size cache's name inside the Maildir.
 pub const SIZE_CACHE: &str = "ringmail-pop3.sizes";
+/// The size cache's first line. A cache without it (written by an older ringmail, whose sizes
+/// counted the stuffing dots) is discarded and recounted.
+pub const SIZE_CACHE_VERSION: &str = "ringmail-pop3.sizes v2 rfc1939";
 
 /// Why the store failed.
 #[derive(Debug)]
@@ -121,23 +127,22 @@ fn lock(maildir: &Path) -> Result<File, StoreError> {
         .truncate(false)
         .open(&path)
         .map_err(io_err(&path))?;
-    // SAFETY: flock on a valid, owned descriptor; no memory is passed.
-    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if rc != 0 {
-        let err = io::Error::last_os_error();
-        if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
-            return Err(StoreError::InUse);
-        }
-        return Err(StoreError::Io { path, source: err });
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(TryLockError::WouldBlock) => Err(StoreError::InUse),
+        Err(TryLockError::Error(source)) => Err(StoreError::Io { path, source }),
     }
-    Ok(file)
 }
 
 fn read_cache(maildir: &Path) -> HashMap<String, u64> {
     let Ok(text) = fs::read_to_string(maildir.join(SIZE_CACHE)) else {
         return HashMap::new();
     };
-    text.lines()
+    let mut lines = text.lines();
+    if lines.next() != Some(SIZE_CACHE_VERSION) {
+        return HashMap::new();
+    }
+    lines
         .filter_map(|l| {
             let (uid, size) = l.split_once(' ')?;
             Some((uid.to_string(), size.parse().ok()?))
@@ -147,7 +152,7 @@ fn read_cache(maildir: &Path) -> HashMap<String, u64> {
 
 fn write_cache(maildir: &Path, messages: &[Stored]) -> io::Result<()> {
     let tmp = maildir.join(format!("{SIZE_CACHE}.tmp"));
-    let mut out = String::new();
+    let mut out = format!("{SIZE_CACHE_VERSION}\n");
     for m in messages {
         out.push_str(unique_name(&m.name));
         out.push(' ');
@@ -216,7 +221,7 @@ impl Mailbox {
                     match fs::read(&path) {
                         Ok(bytes) => {
                             dirty = true;
-                            wire_size(&bytes)
+                            message_size(&bytes)
                         }
                         // Removed by someone else since the listing: not part of this session.
                         Err(e) if e.kind() == io::ErrorKind::NotFound => continue,

@@ -19,7 +19,7 @@ fn deliver(md: &Path, sub: &str, name: &str, body: &[u8]) {
 }
 
 #[test]
-fn sizes_are_wire_bytes() {
+fn sizes_are_rfc1939_octets() {
     let (_t, md) = maildir();
     let lf = b"Subject: a\n\n.dot\nline\n";
     let crlf = b"Subject: b\r\n\r\nbody\r\n";
@@ -32,10 +32,12 @@ fn sizes_are_wire_bytes() {
         list[0],
         MessageInfo {
             uid: "1.a.host".into(),
-            size: encode_all(lf, None).len() as u64
+            // RETR sends one stuffing dot more than the size (RFC 1939 §5 counts none).
+            size: encode_all(lf, None).len() as u64 - 1
         }
     );
-    assert_eq!(list[0].size, lf.len() as u64 + 4 + 1);
+    // One CR per line, no stuffing dot.
+    assert_eq!(list[0].size, lf.len() as u64 + 4);
     assert_eq!(
         list[1],
         MessageInfo {
@@ -46,7 +48,29 @@ fn sizes_are_wire_bytes() {
     // Cached for next time.
     drop(mb);
     let cache = fs::read_to_string(md.join(SIZE_CACHE)).unwrap();
-    assert!(cache.contains("1.a.host 27\n"), "{cache}");
+    assert!(cache.starts_with(SIZE_CACHE_VERSION), "{cache}");
+    assert!(cache.contains("1.a.host 26\n"), "{cache}");
+}
+
+#[test]
+fn old_size_cache_is_recounted() {
+    // A cache written by the old code: no version line, sizes that counted the stuffing dots.
+    let (_t, md) = maildir();
+    let body = b"S: x\n\n.one\n.two\n.three\n.four\n";
+    deliver(&md, "new", "1.a.host", body);
+    fs::write(md.join(SIZE_CACHE), "1.a.host 39\n").unwrap();
+    let mb = Mailbox::open_dir(&md).unwrap();
+    assert_eq!(mb.listing()[0].size, 35);
+    drop(mb);
+    let cache = fs::read_to_string(md.join(SIZE_CACHE)).unwrap();
+    assert_eq!(cache, format!("{SIZE_CACHE_VERSION}\n1.a.host 35\n"));
+    // And a current-version cache is believed (it is what saves reading every file).
+    fs::write(
+        md.join(SIZE_CACHE),
+        format!("{SIZE_CACHE_VERSION}\n1.a.host 7\n"),
+    )
+    .unwrap();
+    assert_eq!(Mailbox::open_dir(&md).unwrap().listing()[0].size, 7);
 }
 
 #[test]

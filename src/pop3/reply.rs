@@ -59,9 +59,13 @@ fn ok_owned(text: String) -> Reply {
     }
 }
 
-/// Greeting with the APOP timestamp (RFC 1939 §4, §7).
-pub fn greeting(timestamp: &str) -> Reply {
-    ok_owned(format!("ringmail POP3 server ready {timestamp}"))
+/// The greeting (RFC 1939 §4), with the APOP timestamp (§7) only when APOP can succeed: a
+/// timestamp tells clients to try APOP, which is pointless with no secrets configured.
+pub fn greeting(timestamp: Option<&str>) -> Reply {
+    match timestamp {
+        Some(ts) => ok_owned(format!("ringmail POP3 server ready {ts}")),
+        None => ok_owned("ringmail POP3 server ready".to_string()),
+    }
 }
 pub const OK: Reply = Reply::ok("");
 pub const USER_OK: Reply = Reply::ok("send PASS");
@@ -122,6 +126,7 @@ pub const MESSAGE_UNAVAILABLE: Reply =
     Reply::err(Some("SYS/TEMP"), "message temporarily unavailable");
 pub const COMMIT_FAILED: Reply =
     Reply::err(Some("SYS/TEMP"), "some deleted messages were not removed");
+pub const APOP_UNAVAILABLE: Reply = Reply::err(None, "APOP not available");
 pub const STLS_UNAVAILABLE: Reply = Reply::err(None, "STLS not available");
 pub const TLS_ACTIVE: Reply = Reply::err(None, "TLS already active");
 /// CVE-2011-0411: commands pipelined behind STLS would be read as if they came over TLS.

@@ -127,7 +127,8 @@ struct Message {
 #[derive(Debug)]
 pub struct Session {
     config: SessionConfig,
-    timestamp: String,
+    /// `None` when APOP is off (no secrets file): no timestamp in the greeting, APOP refused.
+    timestamp: Option<String>,
     state: State,
     messages: Vec<Message>,
     errors: u32,
@@ -135,8 +136,9 @@ pub struct Session {
 }
 
 impl Session {
-    /// A session in AUTHORIZATION. `timestamp` is the RFC 1939 §7 `<pid.clock@host>` string.
-    pub fn new(config: SessionConfig, timestamp: String) -> Self {
+    /// A session in AUTHORIZATION. `timestamp` is the RFC 1939 §7 `<pid.clock@host>` string,
+    /// or `None` when APOP is not offered.
+    pub fn new(config: SessionConfig, timestamp: Option<String>) -> Self {
         Session {
             config,
             timestamp,
@@ -149,7 +151,7 @@ impl Session {
 
     /// The greeting, sent once on connect (not again after STLS, RFC 2595 §4).
     pub fn greeting(&self) -> Vec<u8> {
-        reply::greeting(&self.timestamp).to_bytes()
+        reply::greeting(self.timestamp.as_deref()).to_bytes()
     }
 
     /// True once the session wants no more input.
@@ -251,10 +253,13 @@ impl Session {
                 _ => self.error(reply::PASS_WITHOUT_USER),
             },
             Command::Apop { user, digest } => {
+                let Some(timestamp) = self.timestamp.clone() else {
+                    return self.error(reply::APOP_UNAVAILABLE);
+                };
                 self.state = State::ExpectAuthResult { user: user.clone() };
                 vec![Action::CheckApop {
                     user,
-                    timestamp: self.timestamp.clone(),
+                    timestamp,
                     digest,
                 }]
             }

@@ -48,7 +48,7 @@ fn mailbox() -> Vec<MessageInfo> {
 
 /// A session logged in as bob with two messages.
 fn logged_in() -> Session {
-    let mut s = Session::new(config(true, false, false), TS.into());
+    let mut s = Session::new(config(true, false, false), Some(TS.into()));
     s.handle_line(b"USER bob", false);
     s.handle_line(b"PASS pw", false);
     s.auth_result(AuthOutcome::Accepted);
@@ -64,8 +64,23 @@ fn run(s: &mut Session, script: &[(&str, &str)]) {
 }
 
 #[test]
+fn no_apop_timestamp_without_secrets() {
+    let mut s = Session::new(config(true, false, false), None);
+    assert_eq!(s.greeting(), b"+OK ringmail POP3 server ready\r\n".to_vec());
+    run(
+        &mut s,
+        &[(
+            "APOP bob c4c9334bac560ecc979e58001b3e22fb",
+            "-ERR APOP not available\r\n",
+        )],
+    );
+    // Still in AUTHORIZATION: USER/PASS works.
+    run(&mut s, &[("USER bob", "+OK send PASS\r\n")]);
+}
+
+#[test]
 fn greeting_carries_apop_timestamp() {
-    let s = Session::new(config(true, false, false), TS.into());
+    let s = Session::new(config(true, false, false), Some(TS.into()));
     assert_eq!(
         s.greeting(),
         format!("+OK ringmail POP3 server ready {TS}\r\n").into_bytes()
@@ -74,7 +89,7 @@ fn greeting_carries_apop_timestamp() {
 
 #[test]
 fn user_pass_login() {
-    let mut s = Session::new(config(true, false, false), TS.into());
+    let mut s = Session::new(config(true, false, false), Some(TS.into()));
     run(
         &mut s,
         &[
@@ -103,7 +118,7 @@ fn user_pass_login() {
 
 #[test]
 fn failed_logins_share_one_reply_and_are_capped() {
-    let mut s = Session::new(config(true, false, false), TS.into());
+    let mut s = Session::new(config(true, false, false), Some(TS.into()));
     for i in 0..3 {
         s.handle_line(b"USER nobody", false);
         s.handle_line(b"PASS x", false);
@@ -115,7 +130,7 @@ fn failed_logins_share_one_reply_and_are_capped() {
         assert_eq!(render(&s.auth_result(AuthOutcome::Rejected)), want);
     }
     assert!(s.is_closed());
-    let mut s = Session::new(config(true, false, false), TS.into());
+    let mut s = Session::new(config(true, false, false), Some(TS.into()));
     s.handle_line(b"USER bob", false);
     s.handle_line(b"PASS x", false);
     assert_eq!(
@@ -126,7 +141,7 @@ fn failed_logins_share_one_reply_and_are_capped() {
 
 #[test]
 fn user_then_other_command_starts_over() {
-    let mut s = Session::new(config(true, false, false), TS.into());
+    let mut s = Session::new(config(true, false, false), Some(TS.into()));
     run(
         &mut s,
         &[
@@ -139,7 +154,7 @@ fn user_then_other_command_starts_over() {
 
 #[test]
 fn plaintext_refused_without_tls() {
-    let mut s = Session::new(config(false, true, false), TS.into());
+    let mut s = Session::new(config(false, true, false), Some(TS.into()));
     run(
         &mut s,
         &[
@@ -158,7 +173,7 @@ fn plaintext_refused_without_tls() {
         ],
     );
     // Over TLS the same settings allow it.
-    let mut s = Session::new(config(false, true, true), TS.into());
+    let mut s = Session::new(config(false, true, true), Some(TS.into()));
     run(
         &mut s,
         &[
@@ -176,7 +191,7 @@ fn plaintext_refused_without_tls() {
 fn capa_with_login_delay_and_in_transaction() {
     let mut cfg = config(true, true, false);
     cfg.login_delay = Some(30);
-    let mut s = Session::new(cfg, TS.into());
+    let mut s = Session::new(cfg, Some(TS.into()));
     run(
         &mut s,
         &[(
@@ -192,11 +207,11 @@ fn capa_with_login_delay_and_in_transaction() {
 
 #[test]
 fn stls_rules() {
-    let mut s = Session::new(config(true, false, false), TS.into());
+    let mut s = Session::new(config(true, false, false), Some(TS.into()));
     run(&mut s, &[("STLS", "-ERR STLS not available\r\n")]);
-    let mut s = Session::new(config(true, true, false), TS.into());
+    let mut s = Session::new(config(true, true, false), Some(TS.into()));
     assert_eq!(render(&s.handle_line(b"STLS", false)), "<StartTls>\n");
-    let mut s = Session::new(config(true, true, false), TS.into());
+    let mut s = Session::new(config(true, true, false), Some(TS.into()));
     assert_eq!(
         render(&s.handle_line(b"STLS", true)),
         "-ERR [SYS/PERM] STLS must be the last command in a pipeline\r\n<Close>\n"
@@ -211,7 +226,7 @@ fn stls_rules() {
 
 #[test]
 fn apop_uses_session_timestamp() {
-    let mut s = Session::new(config(false, false, false), TS.into());
+    let mut s = Session::new(config(false, false, false), Some(TS.into()));
     run(
         &mut s,
         &[(
@@ -230,7 +245,7 @@ fn apop_uses_session_timestamp() {
 #[test]
 fn auth_plain() {
     // "\0bob\0pw", "bob\0bob\0pw", "alice\0bob\0pw"
-    let mut s = Session::new(config(true, false, false), TS.into());
+    let mut s = Session::new(config(true, false, false), Some(TS.into()));
     run(
         &mut s,
         &[
@@ -328,7 +343,7 @@ fn commit_failure_and_quit_in_authorization() {
         render(&s.committed(false)),
         "-ERR [SYS/TEMP] some deleted messages were not removed\r\n<Close>\n"
     );
-    let mut s = Session::new(config(true, false, false), TS.into());
+    let mut s = Session::new(config(true, false, false), Some(TS.into()));
     run(
         &mut s,
         &[("QUIT", "+OK ringmail POP3 server signing off\r\n<Close>\n")],
@@ -359,7 +374,7 @@ fn mailbox_open_errors() {
             "-ERR [SYS/TEMP] mailbox temporarily unavailable\r\n",
         ),
     ] {
-        let mut s = Session::new(config(true, false, false), TS.into());
+        let mut s = Session::new(config(true, false, false), Some(TS.into()));
         s.handle_line(b"USER bob", false);
         s.handle_line(b"PASS x", false);
         s.auth_result(AuthOutcome::Accepted);
@@ -370,7 +385,7 @@ fn mailbox_open_errors() {
 
 #[test]
 fn errors_are_capped_and_long_lines_refused() {
-    let mut s = Session::new(config(true, false, false), TS.into());
+    let mut s = Session::new(config(true, false, false), Some(TS.into()));
     let long = format!("USER {}", "a".repeat(260));
     run(
         &mut s,

@@ -2,8 +2,11 @@
 //! (RFC 1939 §3), computed incrementally so messages stream in chunks.
 //!
 //! Local delivery writes Maildir files with bare LF line ends (the Maildir convention); files with
-//! CRLF are accepted too. The same encoder computes the sizes LIST and STAT report, so a size
-//! always equals the octets RETR sends between its `+OK` line and the terminating `.CRLF`.
+//! CRLF are accepted too. The same encoder computes the sizes LIST and STAT report: RFC 1939
+//! §5 defines a message's size as its octets with CRLF line ends *before* byte-stuffing, so the
+//! size is what RETR sends between its `+OK` line and the terminating `.CRLF` less one octet per
+//! stuffed line, which is what a client holds once it has removed the stuffing (fetchmail and
+//! others compare the two).
 
 use std::io;
 
@@ -17,6 +20,8 @@ pub struct WireEncoder {
     /// `Some(n)` for TOP: the header section then `n` body lines (RFC 1939 §7).
     top: Option<TopState>,
     done: bool,
+    /// Stuffing dots written so far: the wire bytes less these are the RFC 1939 size.
+    stuffed: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -47,7 +52,14 @@ impl WireEncoder {
                 body_lines_left: n,
             }),
             done: false,
+            stuffed: 0,
         }
+    }
+
+    /// How many stuffing dots the encoder has written: a client removes them again, so they
+    /// are not part of the message's size (RFC 1939 §5).
+    pub fn stuffed(&self) -> u64 {
+        self.stuffed
     }
 
     /// True once TOP has emitted everything it will; the caller may stop reading.
@@ -59,6 +71,7 @@ impl WireEncoder {
         // RFC 1939 §3: a line starting with the termination octet is byte-stuffed.
         if self.at_line_start && b == b'.' {
             out.push(b'.');
+            self.stuffed += 1;
         }
         out.push(b);
         self.at_line_start = false;
@@ -95,6 +108,7 @@ impl WireEncoder {
             if self.at_line_start && first == b'.' {
                 // RFC 1939 §3: a line starting with the termination octet is byte-stuffed.
                 out.push(b'.');
+                self.stuffed += 1;
             }
             let start = out.len();
             // Reading from a slice cannot fail; it appends up to and including the LF.
@@ -193,13 +207,14 @@ impl WireEncoder {
     }
 }
 
-/// The wire size of a whole message: what LIST and STAT report.
-pub fn wire_size(file_bytes: &[u8]) -> u64 {
+/// The size LIST and STAT report (RFC 1939 §5): the message with CRLF line ends, without the
+/// byte-stuffing RETR adds on the wire.
+pub fn message_size(file_bytes: &[u8]) -> u64 {
     let mut enc = WireEncoder::whole();
     let mut out = Vec::with_capacity(file_bytes.len() + file_bytes.len() / 16 + 2);
     enc.encode(file_bytes, &mut out);
     enc.finish(&mut out);
-    out.len() as u64
+    out.len() as u64 - enc.stuffed()
 }
 
 /// Encodes a whole buffer at once (tests and small messages).
@@ -260,7 +275,44 @@ mod tests {
             enc.finish(&mut out);
             assert_eq!(out, want, "split at {split}");
         }
-        assert_eq!(wire_size(input), want.len() as u64);
+        // Two lines of `want` start with a stuffed dot: `.a` and `..`.
+        let stuffed = want.windows(3).filter(|w| w == b"\n..").count() as u64;
+        assert_eq!(stuffed, 2);
+        assert_eq!(message_size(input), want.len() as u64 - stuffed);
+    }
+
+    #[test]
+    fn size_is_unstuffed_crlf_octets() {
+        // RFC 1939 §5: CRLF line ends counted, stuffing dots not.
+        let cases: &[(&[u8], u64)] = &[
+            (b"a\nb\n", 6),
+            (b"a\r\nb\r\n", 6),
+            (b".\n.\n..\n.x\n", 14),
+            (
+                b"S: x\n\n.one\n.two\n.three\n.four\n",
+                6 + 2 + 6 + 6 + 8 + 7,
+            ),
+            (b"no newline", 12),
+            (b"", 0),
+        ];
+        for (input, want) in cases {
+            assert_eq!(
+                message_size(input),
+                *want,
+                "{:?}",
+                String::from_utf8_lossy(input)
+            );
+            let mut enc = WireEncoder::whole();
+            let mut out = Vec::new();
+            enc.encode(input, &mut out);
+            enc.finish(&mut out);
+            let dots = input
+                .split(|&b| b == b'\n')
+                .filter(|l| l.first() == Some(&b'.'))
+                .count();
+            assert_eq!(enc.stuffed(), dots as u64);
+            assert_eq!(out.len() as u64 - enc.stuffed(), *want);
+        }
     }
 
     #[test]

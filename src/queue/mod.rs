@@ -70,7 +70,8 @@ mod commit;
 mod compact;
 mod error;
 mod open;
-mod record;
+/// Public for the `queue_record` fuzz target (`fuzz/`); nothing outside the queue writes records.
+pub mod record;
 mod recover;
 mod scan;
 mod segment;

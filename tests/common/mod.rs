@@ -237,6 +237,30 @@ impl Server {
         }
     }
 
+    /// Waits (at most `secs`) until the queue is idle: the running server reports no recipient
+    /// pending (`ringmail queue status`) and the queue files hold no unfinished message
+    /// (`ringmail queue stat`). "Nothing was delivered" is only known once this holds: before,
+    /// a wrongly accepted message could still be on its way to a Maildir. Panics on timeout.
+    pub fn wait_queue_idle(&self, secs: u64) {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let status =
+                String::from_utf8_lossy(&self.ctl(&["queue", "status"]).stdout).into_owned();
+            let stat = String::from_utf8_lossy(&self.ctl(&["queue", "stat"]).stdout).into_owned();
+            if status.lines().next() == Some("running, 0 recipients pending")
+                && stat.contains("messages in queue: 0")
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "queue not idle after {secs} s:\n{status}\n{stat}\nlog:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Runs `ringmail ARGS --config <this config>` and returns its output.
     pub fn ctl(&self, args: &[&str]) -> Output {
         Command::new(BIN)

@@ -1,0 +1,381 @@
+//! Checking a parsed configuration: every value in range, every address parsable, every file
+//! and program it names present and usable. Every problem is collected, not only the first, so
+//! `ringmail check-config` can list them all in one run.
+
+use std::fs::{File, OpenOptions};
+use std::net::SocketAddr;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use super::cidr::Cidr;
+use super::schema::Config;
+
+/// Every problem found, as (dotted key, message), in the order the checks run.
+#[derive(Debug, Default)]
+pub struct Problems(pub Vec<(String, String)>);
+
+impl Problems {
+    fn add(&mut self, key: &str, message: impl Into<String>) {
+        self.0.push((key.to_string(), message.into()));
+    }
+}
+
+/// Checks every value of `config`, and that the files and programs it names are there.
+pub fn validate(config: &Config) -> Problems {
+    let mut p = Problems::default();
+    let p = &mut p;
+    check_values(config, p);
+    check_files(config, p);
+    std::mem::take(p)
+}
+
+fn check_values(config: &Config, p: &mut Problems) {
+    let server = &config.server;
+    if server.hostname.is_empty()
+        || server
+            .hostname
+            .contains(|c: char| c.is_whitespace() || c == '/')
+    {
+        p.add(
+            "server.hostname",
+            "must be a host name without spaces or slashes",
+        );
+    }
+    if server.data_dir.as_os_str().is_empty() {
+        p.add("server.data_dir", "must not be empty");
+    }
+    if server.shards > 1024 {
+        p.add("server.shards", "must be 0 (one per CPU) or at most 1024");
+    }
+    if !["error", "warn", "info", "debug", "trace"].contains(&server.log_level.as_str()) {
+        p.add(
+            "server.log_level",
+            "must be one of error, warn, info, debug, trace",
+        );
+    }
+    check_account_name(p, "server.user", &server.user);
+    if server.user == "root" {
+        p.add(
+            "server.user",
+            "must not be root: a server started as root drops to this user once its ports \
+             are bound, and never handles network input as root",
+        );
+    }
+    if !server.group.is_empty() {
+        check_account_name(p, "server.group", &server.group);
+    }
+    if !server.log_file.as_os_str().is_empty() {
+        let parent = match server.log_file.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir,
+            _ => Path::new("."),
+        };
+        if server.log_file.file_name().is_none() {
+            p.add("server.log_file", "must name a file, not a directory");
+        } else if !parent.is_dir() {
+            p.add(
+                "server.log_file",
+                format!(
+                    "the directory {} does not exist (ringmail creates the file, not its directory)",
+                    parent.display()
+                ),
+            );
+        }
+    }
+    if !(1..=1024).contains(&server.blocking_threads) {
+        p.add("server.blocking_threads", "must be between 1 and 1024");
+    }
+    if !(1..=1_000_000).contains(&server.blocking_queue) {
+        p.add("server.blocking_queue", "must be between 1 and 1000000");
+    }
+
+    let smtp = &config.smtp;
+    check_listeners(p, "smtp.listen", &smtp.listen);
+    if smtp.max_message_size < 1024 {
+        p.add("smtp.max_message_size", "must be at least 1024 octets");
+    }
+    if smtp.max_recipients == 0 {
+        p.add(
+            "smtp.max_recipients",
+            "must be at least 1 (RFC 5321 asks for 100)",
+        );
+    }
+    for (key, value) in [
+        ("smtp.command_timeout_secs", smtp.command_timeout_secs),
+        ("smtp.data_timeout_secs", smtp.data_timeout_secs),
+        (
+            "smtp.max_sessions_per_shard",
+            smtp.max_sessions_per_shard as u64,
+        ),
+        ("smtp.max_sessions_per_ip", smtp.max_sessions_per_ip as u64),
+        ("smtp.max_errors", smtp.max_errors as u64),
+        ("smtp.max_hops", smtp.max_hops as u64),
+    ] {
+        if value == 0 {
+            p.add(key, "must be greater than 0");
+        }
+    }
+    for range in &smtp.relay_networks {
+        if let Err(e) = range.parse::<Cidr>() {
+            p.add("smtp.relay_networks", e);
+        }
+    }
+    for domain in &smtp.rcpthosts {
+        check_domain(p, "smtp.rcpthosts", domain);
+    }
+
+    let local = &config.local;
+    if local.domains.is_empty() {
+        p.add(
+            "local.domains",
+            "list at least one domain to deliver locally",
+        );
+    }
+    for domain in &local.domains {
+        check_domain(p, "local.domains", domain);
+    }
+    for user in &local.users {
+        if crate::mailbox::maildir_for(Path::new("/"), user).is_err() {
+            p.add(
+                "local.users",
+                format!("`{user}` is not a user@domain address"),
+            );
+        }
+    }
+
+    let queue = &config.queue;
+    if !(1..=4096).contains(&queue.segment_size_mib) {
+        p.add("queue.segment_size_mib", "must be between 1 and 4096");
+    }
+    if queue.delivery_concurrency == 0 {
+        p.add("queue.delivery_concurrency", "must be greater than 0");
+    }
+    if queue.queue_lifetime_secs == 0 {
+        p.add("queue.queue_lifetime_secs", "must be greater than 0");
+    }
+    if queue.memory_budget_mib == 0 {
+        p.add("queue.memory_budget_mib", "must be greater than 0");
+    }
+
+    let dns = &config.dns;
+    for server in &dns.nameservers {
+        if server.parse::<SocketAddr>().is_err() {
+            p.add(
+                "dns.nameservers",
+                format!("`{server}` is not an ip:port address (e.g. 127.0.0.1:53)"),
+            );
+        }
+    }
+    if dns.timeout_secs == 0 {
+        p.add("dns.timeout_secs", "must be greater than 0");
+    }
+    if dns.attempts == 0 {
+        p.add("dns.attempts", "must be at least 1");
+    }
+
+    let relay = &config.relay;
+    for (domain, target) in &relay.routes {
+        if domain != "*" {
+            check_domain(
+                p,
+                "relay.routes",
+                domain.strip_prefix('.').unwrap_or(domain),
+            );
+        }
+        if let Err(e) = crate::relay::route::RouteTarget::parse(target) {
+            p.add("relay.routes", format!("route for `{domain}`: {e}"));
+        }
+    }
+    for domain in relay.tls_policy.keys() {
+        check_domain(p, "relay.tls_policy", domain);
+    }
+    if relay.port == 0 {
+        p.add("relay.port", "must be a port number from 1 to 65535");
+    }
+    for (key, value) in [
+        ("relay.connect_timeout_secs", relay.connect_timeout_secs),
+        ("relay.greeting_timeout_secs", relay.greeting_timeout_secs),
+        ("relay.command_timeout_secs", relay.command_timeout_secs),
+        ("relay.data_timeout_secs", relay.data_timeout_secs),
+        (
+            "relay.max_connections_per_destination",
+            relay.max_connections_per_destination as u64,
+        ),
+        ("relay.max_connections", relay.max_connections as u64),
+        (
+            "relay.max_messages_per_connection",
+            relay.max_messages_per_connection as u64,
+        ),
+        (
+            "relay.max_recipients_per_transaction",
+            relay.max_recipients_per_transaction as u64,
+        ),
+    ] {
+        if value == 0 {
+            p.add(key, "must be greater than 0");
+        }
+    }
+
+    let pop3 = &config.pop3;
+    check_listeners(p, "pop3.listen", &pop3.listen);
+    check_listeners(p, "pop3.pop3s_listen", &pop3.pop3s_listen);
+    if pop3.idle_timeout_secs < 600 {
+        p.add(
+            "pop3.idle_timeout_secs",
+            "RFC 1939 §3 asks for at least 600 seconds",
+        );
+    }
+    if !pop3.pop3s_listen.is_empty() && config.tls.cert.is_none() {
+        p.add(
+            "pop3.pop3s_listen",
+            "POP3S needs a certificate: set tls.cert and tls.key",
+        );
+    }
+
+    let tls = &config.tls;
+    match (&tls.cert, &tls.key) {
+        (Some(_), None) => p.add("tls.key", "tls.cert is set, so tls.key is needed too"),
+        (None, Some(_)) => p.add("tls.cert", "tls.key is set, so tls.cert is needed too"),
+        _ => {}
+    }
+
+    let mut seen = Vec::new();
+    for (key, list) in [
+        ("smtp.listen", &smtp.listen),
+        ("pop3.listen", &pop3.listen),
+        ("pop3.pop3s_listen", &pop3.pop3s_listen),
+    ] {
+        for addr in list {
+            // A bad address was reported by `check_listeners` already.
+            let Ok(addr) = addr.parse::<SocketAddr>() else {
+                continue;
+            };
+            if addr.port() != 0 && seen.contains(&addr) {
+                p.add(key, format!("{addr} is listed twice"));
+            }
+            seen.push(addr);
+        }
+    }
+}
+
+/// A domain name as configuration lists them: not empty, no `@`, spaces or slashes, no
+/// trailing dot (RCPT domains are compared without one).
+/// A user or group name as `server.user`/`server.group` take it (whether it exists on this
+/// host is checked at startup, where it matters).
+fn check_account_name(p: &mut Problems, key: &str, name: &str) {
+    if name.is_empty() || name.contains(|c: char| c == ':' || c == '/' || c.is_whitespace()) {
+        p.add(key, format!("`{name}` is not a user or group name"));
+    }
+}
+
+fn check_domain(p: &mut Problems, key: &str, domain: &str) {
+    if domain.is_empty()
+        || domain.ends_with('.')
+        || domain.contains(|c: char| c == '@' || c == '/' || c.is_whitespace())
+    {
+        p.add(key, format!("`{domain}` is not a domain name"));
+    }
+}
+
+fn check_listeners(p: &mut Problems, key: &str, list: &[String]) {
+    for addr in list {
+        if addr.parse::<SocketAddr>().is_err() {
+            p.add(
+                key,
+                format!("`{addr}` is not an ip:port address (e.g. 127.0.0.1:25 or [::1]:25)"),
+            );
+        }
+    }
+}
+
+/// The files and programs the configuration names: a missing certificate or an unexecutable
+/// checkpassword program should stop `check-config`, not the first login or STLS.
+fn check_files(config: &Config, p: &mut Problems) {
+    for (key, path) in [
+        ("tls.cert", &config.tls.cert),
+        ("tls.key", &config.tls.key),
+        ("pop3.apop_secrets", &config.pop3.apop_secrets),
+        ("relay.tls_ca_file", &config.relay.tls_ca_file),
+    ] {
+        if let Some(path) = path
+            && let Err(problem) = readable_file(path)
+        {
+            p.add(key, problem);
+        }
+    }
+    if let Some(program) = config.pop3.checkpassword.first()
+        && let Err(problem) = executable(program)
+    {
+        p.add("pop3.checkpassword", problem);
+    }
+}
+
+/// Opens `path` for reading (non-blocking, so a FIFO cannot hang the check).
+fn readable_file(path: &Path) -> Result<(), String> {
+    let opened: std::io::Result<File> = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path);
+    match opened.and_then(|f| f.metadata()) {
+        Ok(meta) if meta.is_dir() => Err(format!("{} is a directory, not a file", path.display())),
+        Ok(_) => Ok(()),
+        Err(e) => Err(format!("cannot read {}: {}", path.display(), plain_io(&e))),
+    }
+}
+
+/// Finds `program` as `Command` will (a path if it has a slash, else a search of `PATH`) and
+/// checks that it is an executable file.
+fn executable(program: &str) -> Result<(), String> {
+    if program.is_empty() {
+        return Err("the program (the list's first item) is empty".to_string());
+    }
+    let candidates: Vec<PathBuf> = if program.contains('/') {
+        vec![PathBuf::from(program)]
+    } else {
+        std::env::var_os("PATH")
+            .map(|path| {
+                std::env::split_paths(&path)
+                    .map(|d| d.join(program))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let mut problem = None;
+    for candidate in &candidates {
+        match std::fs::metadata(candidate) {
+            Ok(meta) if meta.is_file() && meta.permissions().mode() & 0o111 != 0 => return Ok(()),
+            Ok(meta) if meta.is_file() => {
+                problem.get_or_insert(format!(
+                    "program {} is not executable (chmod +x it)",
+                    candidate.display()
+                ));
+            }
+            Ok(_) => {
+                problem.get_or_insert(format!("program {} is not a file", candidate.display()));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                problem.get_or_insert(format!(
+                    "cannot run program {}: {}",
+                    candidate.display(),
+                    plain_io(&e)
+                ));
+            }
+        }
+    }
+    Err(problem.unwrap_or_else(|| {
+        if program.contains('/') {
+            format!("program {program} does not exist")
+        } else {
+            format!("program {program} is not in PATH (give its full path)")
+        }
+    }))
+}
+
+/// An I/O error without Rust's `(os error 2)` suffix.
+fn plain_io(e: &std::io::Error) -> String {
+    let text = e.to_string();
+    match text.find(" (os error") {
+        Some(at) => text[..at].to_lowercase(),
+        None => text,
+    }
+}
