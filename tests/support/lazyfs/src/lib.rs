@@ -54,6 +54,10 @@ impl LazyFs {
             MountOption::Subtype("lazyfs".into()),
             MountOption::DefaultPermissions,
         ];
+        // A server started as root drops to an unprivileged user: by default FUSE lets only
+        // the mounting user in (allow_other lifts that). The kernel still checks each file's
+        // mode and owner (DefaultPermissions), as on a real disk.
+        config.acl = fuser::SessionACL::All;
         let fs = Fuse {
             model: model.clone(),
         };
