@@ -10,15 +10,16 @@ mod relay;
 use common::aiosmtpd::Sink;
 use common::client_script;
 use receiver::{Receiver, Script, TlsIdentity};
-use relay::{common_port, send, start_relay, wait_until};
+use relay::{receivers_on_common_port, send, start_relay, wait_until};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 #[test]
 fn mx_preference_order_with_fallback_to_the_next_mx() {
     // mx1 (preference 10) has nothing listening: the next MX takes the mail.
-    let port = common_port(&["127.0.0.3", "127.0.0.4"]);
-    let good = Receiver::start(&format!("127.0.0.3:{port}"), Script::default());
+    // Nothing listens on 127.0.0.4, whatever the port.
+    let (port, mut receivers) = receivers_on_common_port(&["127.0.0.3"], Script::default());
+    let good = receivers.remove(0);
     let zone = "mxorder.test. 60 IN MX 10 mx1.mxorder.test.\n\
                 mxorder.test. 60 IN MX 20 mx2.mxorder.test.\n\
                 mxorder.test. 60 IN MX 30 mx3.mxorder.test.\n\
@@ -54,8 +55,8 @@ fn mx_preference_order_with_fallback_to_the_next_mx() {
 
 #[test]
 fn domain_without_mx_falls_back_to_its_address_record() {
-    let port = common_port(&["127.0.0.5"]);
-    let good = Receiver::start(&format!("127.0.0.5:{port}"), Script::default());
+    let (port, mut receivers) = receivers_on_common_port(&["127.0.0.5"], Script::default());
+    let good = receivers.remove(0);
     let zone = "amx.test. 60 IN A 127.0.0.5\namx.test. 60 IN TXT \"no mx here\"\n";
     let relay = start_relay("a-fallback", port, zone, "", "");
     send(

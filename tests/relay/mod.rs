@@ -6,6 +6,7 @@
 
 use crate::common::dns::DnsServer;
 use crate::common::{Server, TestDir, base_config, python, test_dir};
+use crate::receiver::{Receiver, Script};
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
@@ -15,6 +16,23 @@ pub struct Relay {
     pub dns: DnsServer,
     pub port: u16,
     pub dir: TestDir,
+}
+
+/// Starts a receiver with `script` on each of `ips`, all on one port (MX records name hosts,
+/// not ports). A port found free can be taken before the receivers bind it, so this retries
+/// with another port.
+pub fn receivers_on_common_port(ips: &[&str], script: Script) -> (u16, Vec<Receiver>) {
+    for _ in 0..20 {
+        let port = common_port(ips);
+        let started: Result<Vec<Receiver>, _> = ips
+            .iter()
+            .map(|ip| Receiver::try_start(&format!("{ip}:{port}"), script.clone()))
+            .collect();
+        if let Ok(receivers) = started {
+            return (port, receivers);
+        }
+    }
+    panic!("no common port for receivers on {ips:?}");
 }
 
 /// A port that is free on every one of `ips` right now.

@@ -161,7 +161,13 @@ pub struct Receiver {
 impl Receiver {
     /// Binds `addr` (any 127.x address works on Linux; port 0 picks one) and starts serving.
     pub fn start(addr: &str, script: Script) -> Receiver {
-        let listener = TcpListener::bind(addr).expect("bind receiver");
+        Receiver::try_start(addr, script).expect("bind receiver")
+    }
+
+    /// Like [`Receiver::start`], but a failed bind is returned (a fixed port may have been taken
+    /// since it was found free).
+    pub fn try_start(addr: &str, script: Script) -> std::io::Result<Receiver> {
+        let listener = TcpListener::bind(addr)?;
         listener.set_nonblocking(true).expect("nonblocking");
         let addr = listener.local_addr().expect("local addr");
         let stop = Arc::new(AtomicBool::new(false));
@@ -186,12 +192,12 @@ impl Receiver {
                 }
             })
         };
-        Receiver {
+        Ok(Receiver {
             addr,
             stop,
             shared,
             accept: Some(accept),
-        }
+        })
     }
 
     pub fn addr(&self) -> SocketAddr {
