@@ -64,19 +64,14 @@ enum BadForm {
 
 impl RcptPolicy {
     pub fn new(config: &Config) -> RcptPolicy {
-        // The server's own name is always local, as qmail's `me` is, so that the bare
-        // `postmaster` (RFC 5321 §4.5.1: postmaster@<hostname>) has somewhere to go.
-        let locals: Vec<String> = config
-            .local
-            .domains
-            .iter()
-            .chain(std::iter::once(&config.server.hostname))
-            .cloned()
-            .collect();
-        // The loader has checked every route target, so the first call succeeds; if it ever did
-        // not, dropping the routes only narrows what is local (fails closed).
-        let router = Router::new(&locals, &config.relay.routes, config.relay.port)
-            .or_else(|_| Router::new(&locals, std::iter::empty(), config.relay.port))
+        // The loader has checked every route target, so this succeeds; if it ever did not,
+        // dropping the routes only narrows what is local (fails closed).
+        let router = Router::from_config(config)
+            .or_else(|_| {
+                let mut without_routes = config.clone();
+                without_routes.relay.routes.clear();
+                Router::from_config(&without_routes)
+            })
             .expect("a router without routes has nothing to reject");
         RcptPolicy {
             router,

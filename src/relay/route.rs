@@ -172,6 +172,20 @@ impl Router {
         })
     }
 
+    /// The route step of a configuration: `local.domains` and the server's own name (always
+    /// local, as qmail's `me` is, so that the bare `postmaster` of RFC 5321 §4.5.1 has
+    /// somewhere to go) are delivered here; `relay.routes`; MX on `relay.port`.
+    pub fn from_config(config: &crate::config::Config) -> Result<Router, String> {
+        let locals: Vec<String> = config
+            .local
+            .domains
+            .iter()
+            .chain(std::iter::once(&config.server.hostname))
+            .cloned()
+            .collect();
+        Router::new(&locals, &config.relay.routes, config.relay.port)
+    }
+
     /// Whether `domain` is delivered on this host (a local domain, or routed `local`).
     pub fn is_local_domain(&self, domain: &str) -> bool {
         matches!(self.route_domain(domain), Route::Local)

@@ -1,5 +1,5 @@
-//! The relay side of a shard's wiring: the route step, the resolver settings, and the owner of
-//! the destinations this shard owns, all from the configuration.
+//! The relay side of a shard's wiring: the resolver settings and the owner of the destinations
+//! this shard owns, from the configuration (the route step is `Router::from_config`).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -7,21 +7,8 @@ use std::time::Duration;
 
 use crate::config::{Config, TlsPolicySetting};
 use crate::dns::DnsSettings;
-use crate::relay::Router;
 use crate::relay::client::{ClientSettings, TlsMode};
 use crate::relay::destination::OwnerSettings;
-
-/// The route step for this configuration: local domains (and the hostname) are delivered here.
-pub fn router(config: &Config) -> Result<Router, String> {
-    let locals: Vec<String> = config
-        .local
-        .domains
-        .iter()
-        .chain(std::iter::once(&config.server.hostname))
-        .cloned()
-        .collect();
-    Router::new(&locals, &config.relay.routes, config.relay.port)
-}
 
 /// The resolver settings (`[dns]`); the loader checked the addresses.
 pub fn dns_settings(config: &Config) -> DnsSettings {

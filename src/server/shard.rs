@@ -90,7 +90,7 @@ async fn start(
             delay_notice: config.queue.delay_notice_secs,
             host_backoff: config.relay.host_backoff_secs,
         },
-        super::relay::router(config)?,
+        crate::relay::Router::from_config(config)?,
         LocalTransport {
             mail_root: config.mail_root(),
             hostname: config.server.hostname.clone(),
