@@ -390,6 +390,23 @@ pub fn check_data_dir(
                 meta.uid(),
                 meta.mode() & 0o7777
             ),
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                // A directory above it is closed to us (root's home is 0700): no chown of the
+                // data directory itself can help.
+                let closed = path
+                    .ancestors()
+                    .skip(1)
+                    .filter(|dir| nix::unistd::access(*dir, AccessFlags::X_OK).is_err())
+                    .last()
+                    .map(|dir| format!(", because {} is closed to {me}", dir.display()))
+                    .unwrap_or_default();
+                return Err(ServerError::DataDir(format!(
+                    "{} cannot be reached by {me} (uid {uid}), the user ringmail runs as{closed}: \
+                     put the data directory where that user can reach it (e.g. run from /tmp, \
+                     or set server.data_dir)",
+                    path.display()
+                )));
+            }
             Err(e) => format!("cannot be examined ({e})"),
         };
         let need = if access.contains(AccessFlags::W_OK) {
