@@ -35,37 +35,6 @@ pub struct Sink {
     file: PathBuf,
 }
 
-/// Interpreters to try, in order: the distribution's python3-aiosmtpd lives in the system
-/// interpreter's dist-packages, which a pyenv or venv `python3` first on PATH does not see.
-fn interpreters() -> Vec<String> {
-    let mut list = Vec::new();
-    if let Ok(python) = std::env::var("RINGMAIL_TEST_PYTHON") {
-        list.push(python);
-    }
-    list.push("python3".to_string());
-    list.push("/usr/bin/python3".to_string());
-    list
-}
-
-/// The first interpreter that can import aiosmtpd.
-fn python_with_aiosmtpd() -> String {
-    for python in interpreters() {
-        let ok = Command::new(&python)
-            .args(["-c", "import aiosmtpd"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if ok {
-            return python;
-        }
-    }
-    panic!(
-        "no python3 with aiosmtpd (tried {:?}); run scripts/install-test-deps",
-        interpreters()
-    );
-}
-
 impl Sink {
     /// Starts the sink on `ip` (e.g. `127.0.0.2`, or `::1`) at a free port, and waits until it
     /// accepts connections.
@@ -78,7 +47,7 @@ impl Sink {
         ));
         let _ = std::fs::remove_file(&file);
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/sink.py");
-        let mut child = Command::new(python_with_aiosmtpd())
+        let mut child = Command::new(super::python_with("aiosmtpd", "python3-aiosmtpd"))
             .arg(&script)
             .arg(ip)
             .arg(&file)

@@ -26,8 +26,8 @@ impl DnsServer {
         let dir = super::test_dir(&format!("dns-{n}"));
         let zone = dir.join("test.zone");
         std::fs::write(&zone, zone_text).unwrap();
-        let python = python_with_dnslib();
-        let mut child = Command::new(python)
+        let python = super::python_with("dnslib", "python3-dnslib");
+        let mut child = Command::new(&python)
             .arg(SCRIPT)
             .arg(&zone)
             // The server exits when its stdin closes, so it cannot outlive the test process.
@@ -101,23 +101,4 @@ impl Drop for DnsServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// The first of `python3` and `/usr/bin/python3` that can import dnslib (Debian's
-/// python3-dnslib installs into the system interpreter, which a pyenv `python3` may not be).
-fn python_with_dnslib() -> &'static str {
-    for python in ["python3", "/usr/bin/python3"] {
-        let ok = Command::new(python)
-            .args(["-c", "import dnslib"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if ok {
-            return python;
-        }
-    }
-    panic!(
-        "no python3 with dnslib: run scripts/install-test-deps (apt-get install python3-dnslib)"
-    );
 }

@@ -334,6 +334,30 @@ pub fn python(script: &str, args: &[&str]) -> Output {
     child.wait_with_output().unwrap()
 }
 
+/// The first interpreter that can import `module`: `$RINGMAIL_TEST_PYTHON`, then `python3`,
+/// then `/usr/bin/python3`. Debian's python3-* packages install into the system interpreter,
+/// which a pyenv or venv `python3` first on PATH does not see. Panics naming `package` (which
+/// scripts/install-test-deps installs) when none can.
+pub fn python_with(module: &str, package: &str) -> String {
+    let mut tried = Vec::new();
+    if let Ok(python) = std::env::var("RINGMAIL_TEST_PYTHON") {
+        tried.push(python);
+    }
+    tried.extend(["python3".to_string(), "/usr/bin/python3".to_string()]);
+    for python in &tried {
+        let ok = Command::new(python)
+            .args(["-c", &format!("import {module}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if ok {
+            return python.clone();
+        }
+    }
+    panic!("no python3 with {module} (tried {tried:?}): run scripts/install-test-deps ({package})");
+}
+
 /// The path of a helper script under tests/clients.
 pub fn client_script(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
