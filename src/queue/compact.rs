@@ -116,14 +116,7 @@ impl ShardQueue {
             return Err(QueueError::Closed);
         }
         let active = inner.active;
-        let seg = inner
-            .segments
-            .get_mut(&id.segment)
-            .filter(|_| id.shard == self.shard)
-            .ok_or(QueueError::UnknownMessage(id))?;
-        if seg.failed {
-            return Err(QueueError::SegmentFailed { segment: seg.id });
-        }
+        let seg = inner.writable_segment(self.shard, id)?;
         let entry = seg
             .messages
             .get_mut(id.index as usize)

@@ -112,6 +112,23 @@ struct Inner {
     moved: u64,
 }
 
+impl Inner {
+    /// The segment holding `id`, to record or move it: an id of another shard or an unknown
+    /// segment is `UnknownMessage`; a segment that failed a write takes nothing more until a
+    /// restart (`SegmentFailed`).
+    fn writable_segment(&mut self, shard: u16, id: MessageId) -> Result<&mut Segment, QueueError> {
+        let seg = self
+            .segments
+            .get_mut(&id.segment)
+            .filter(|_| id.shard == shard)
+            .ok_or(QueueError::UnknownMessage(id))?;
+        if seg.failed {
+            return Err(QueueError::SegmentFailed { segment: seg.id });
+        }
+        Ok(seg)
+    }
+}
+
 /// One shard's queue. `!Send`: it lives on its shard's executor and uses glommio file I/O.
 pub struct ShardQueue {
     /// Itself, so that settling a batch can run as a task that outlives a caller who gives up.
@@ -320,14 +337,7 @@ impl ShardQueue {
             if inner.closed {
                 return Err(QueueError::Closed);
             }
-            let seg = inner
-                .segments
-                .get_mut(&id.segment)
-                .filter(|_| id.shard == self.shard)
-                .ok_or(QueueError::UnknownMessage(id))?;
-            if seg.failed {
-                return Err(QueueError::SegmentFailed { segment: seg.id });
-            }
+            let seg = inner.writable_segment(self.shard, id)?;
             let entry = seg
                 .messages
                 .get_mut(id.index as usize)
