@@ -186,10 +186,14 @@ impl Batcher {
             .iter()
             .find(|(f, _)| files.iter().any(|g| Rc::ptr_eq(f, g)))
             .map(|(_, e)| e.clone());
+        let records = pending.len();
+        let started = std::time::Instant::now();
         let result = match poisoned {
             Some(e) => Err(e),
             None => self.flush(pending).await,
         };
+        // The write is a copy into the page cache; the time is the sync's.
+        crate::metrics::group_commit(records, result.is_ok().then(|| started.elapsed()));
         if let Err(e) = result {
             let mut poisoned = self.poisoned.borrow_mut();
             for f in files {

@@ -86,6 +86,9 @@ pub struct Setup {
     /// Every shard's listening sockets, bound before the privilege drop; shard `i` takes its
     /// own once.
     pub listeners: listeners::BoundListeners,
+    /// Requests from the HTTP control plane (injection commits, metrics); shard `i` serves
+    /// `http[i]`.
+    pub http: Vec<flume::Receiver<crate::http::ShardRequest>>,
 }
 
 /// Runs the server until it is told to stop. Returns once every shard has shut down.
@@ -126,7 +129,17 @@ pub fn run(mut config: Config) -> Result<(), ServerError> {
     };
     let listen = listeners::resolve(&config)?;
     let bound = listeners::bind_all(&listen, shard_count)?;
+    // The HTTP control plane's socket and token, also while still root (src/http/).
+    let http_listener = match config.http.listen_address() {
+        Some(addr) => Some(crate::http::bind(&addr).map_err(ServerError::Listen)?),
+        None => None,
+    };
+    let http_token = crate::http::read_token(&config).map_err(|message| ServerError::Config {
+        key: "http.token_file",
+        message,
+    })?;
     identity.drop_privileges()?;
+    crate::metrics::init(shard_count);
 
     // From here on the server is unprivileged; it creates and opens its files only now.
     let data_dir = &config.server.data_dir;
@@ -163,6 +176,21 @@ pub fn run(mut config: Config) -> Result<(), ServerError> {
         .map_err(|e| {
         ServerError::DataDir(format!("control socket {}: {e}", socket.display()))
     })?;
+    let (http_senders, http) = crate::http::channels(shard_count);
+    let http_server = match http_listener {
+        Some(listener) => Some(
+            crate::http::HttpServer::start(
+                &sidecar,
+                listener,
+                crate::http::HttpSettings::new(&config, http_token),
+                &config,
+                http_senders,
+                control_server.requester(),
+            )
+            .map_err(|e| ServerError::Listen(format!("http: {e}")))?,
+        ),
+        None => None,
+    };
     let setup = Arc::new(Setup {
         config,
         listen,
@@ -171,6 +199,7 @@ pub fn run(mut config: Config) -> Result<(), ServerError> {
         control,
         resolver,
         listeners: bound,
+        http,
     });
 
     let shard_setup = Arc::clone(&setup);
@@ -206,6 +235,9 @@ pub fn run(mut config: Config) -> Result<(), ServerError> {
         return Err(ServerError::Shard(message));
     }
     announce(&setup, shard_count);
+    if let Some(http) = &http_server {
+        println!("ringmail: http listening on {}", http.local_addr());
+    }
 
     set.join().map_err(|e| ServerError::Shard(e.to_string()))?;
     info!("ringmail stopped");

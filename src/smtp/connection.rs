@@ -110,6 +110,7 @@ pub async fn serve(mut stream: TcpStream, shard: Rc<SmtpShard>) {
             crate::smtp::reply::too_many_connections(host)
         };
         warn!("smtp {remote}: refused, too many sessions");
+        crate::metrics::smtp_refused(crate::metrics::Refusal::TooManySessions);
         let _ = stream.write_all(reply.to_wire().as_bytes()).await;
         return;
     }
@@ -214,11 +215,13 @@ async fn commit(
                 message.len(),
                 envelope.recipients.len()
             );
+            crate::metrics::message_accepted(crate::metrics::Source::Smtp, message.len());
             shard.scheduler.submit(id, envelope, message);
             Ok(id.to_string())
         }
         Err(e) => {
             log::error!("smtp {remote}: cannot queue a message: {e}");
+            crate::metrics::smtp_refused(crate::metrics::Refusal::QueueError);
             Err("queue write failed, try again later".to_string())
         }
     }
