@@ -6,6 +6,7 @@ mod passwd;
 mod queue;
 mod queue_control;
 mod serve;
+mod stats;
 
 use crate::control::ControlRequest;
 use crate::queue::MessageId;
@@ -92,6 +93,36 @@ Prints `FILE: ok` and a summary, or the first error with its file, line and key,
     /// Manage the built-in POP3 user database (<data_dir>/passwd).
     #[command(subcommand)]
     Passwd(PasswdCommand),
+
+    /// Delivery statistics from ringmail's log (qmailanalog's zoverall, zddist, zrecipients).
+    #[command(long_about = "\
+Read ringmail log files (text or JSON format, mixed is fine; standard input when no file is \
+given) and print: messages queued, their bytes and recipients, bounces queued, delivery \
+successes, deferrals and failures; the distribution of delivery times (from a message's \
+`new msg` line to each recipient's success or failure); the busiest recipient domains; the \
+commonest failure and deferral reasons.
+
+--since and --until take YYYY-MM-DD, `YYYY-MM-DD HH:MM[:SS]`, YYYY-MM-DDTHH:MM:SSZ or Unix \
+seconds, in UTC as the log is written; lines before --since or at/after --until are skipped.
+
+Examples:
+    ringmail stats /var/log/ringmail/current
+    ringmail stats --since 2026-11-25 --until '2026-11-26' --json ringmail.log.1 ringmail.log
+    zcat ringmail.log.*.gz | ringmail stats")]
+    Stats {
+        /// Count only lines at or after this time (UTC).
+        #[arg(long, value_name = "TIME")]
+        since: Option<String>,
+        /// Count only lines before this time (UTC).
+        #[arg(long, value_name = "TIME")]
+        until: Option<String>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Log files to read, in order; standard input when none.
+        #[arg(value_name = "LOGFILE")]
+        files: Vec<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -247,6 +278,12 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Passwd(PasswdCommand::Add { address, config }) => passwd::add(&config, &address),
         Command::Passwd(PasswdCommand::Del { address, config }) => passwd::del(&config, &address),
         Command::Passwd(PasswdCommand::List(arg)) => passwd::list(&arg),
+        Command::Stats {
+            since,
+            until,
+            json,
+            files,
+        } => stats::run(since.as_deref(), until.as_deref(), json, &files),
     };
     outcome.unwrap_or_else(|code| code)
 }

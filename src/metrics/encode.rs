@@ -153,6 +153,11 @@ fn gauge(
 ) -> Result<(), std::fmt::Error> {
     let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
     for (labels, value) in samples {
+        if labels.is_empty() {
+            // No `{}` for a metric without labels.
+            ConstGauge::new(value).encode(metric)?;
+            return Ok(());
+        }
         ConstGauge::new(value).encode(metric.encode_family(&labels)?)?;
     }
     Ok(())
