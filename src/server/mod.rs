@@ -234,10 +234,11 @@ pub fn run(mut config: Config) -> Result<(), ServerError> {
         let _ = set.join();
         return Err(ServerError::Shard(message));
     }
-    announce(&setup, shard_count);
+    // Before `announce`, whose last line tells a waiting reader that startup is complete.
     if let Some(http) = &http_server {
         println!("ringmail: http listening on {}", http.local_addr());
     }
+    announce(&setup, shard_count);
 
     set.join().map_err(|e| ServerError::Shard(e.to_string()))?;
     info!("ringmail stopped");
