@@ -381,8 +381,7 @@ fn metrics_after_a_known_smtp_load() {
     let server = Server::start(&dir, &config(&dir, ""));
     // 20 messages over 5 SMTP sessions, each to a local user; every session also tries one
     // relay that is refused.
-    let smtp = format!(
-        r#"
+    let smtp = r#"
 import smtplib, sys
 host, port = sys.argv[1], int(sys.argv[2])
 for session in range(5):
@@ -397,10 +396,9 @@ for session in range(5):
             s.sendmail('a@sender.test', ['m%d.%d@example.test' % (session, i)],
                        'Subject: load\r\n\r\n' + ('x' * 70 + '\r\n') * 14)
 print('sent')
-"#
-    );
+"#;
     let out = python(
-        &smtp,
+        smtp,
         &[
             &server.smtp.ip().to_string(),
             &server.smtp.port().to_string(),

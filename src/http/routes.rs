@@ -211,6 +211,9 @@ impl<P: crate::smtp::RecipientPolicy + ?Sized> crate::smtp::RecipientPolicy for 
     }
 }
 
+/// One shard's share of an injection: the request positions, and their messages.
+type ShardBatch = (Vec<usize>, Vec<(Envelope, Vec<u8>)>);
+
 /// Hands the accepted messages to the shards, round-robin, and gathers each one's queue id in
 /// request order.
 async fn commit(
@@ -221,7 +224,7 @@ async fn commit(
     let shard_count = plane.shards.len().max(1);
     let start = plane.next_shard.fetch_add(1, Relaxed);
     let mut results: Vec<Result<String, String>> = Vec::with_capacity(prepared.len());
-    let mut per_shard: Vec<(Vec<usize>, Vec<(Envelope, Vec<u8>)>)> =
+    let mut per_shard: Vec<ShardBatch> =
         (0..shard_count).map(|_| (Vec::new(), Vec::new())).collect();
     let mut next = start;
     for (index, item) in prepared.into_iter().enumerate() {
