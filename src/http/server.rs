@@ -26,6 +26,7 @@ pub async fn accept_loop(listener: tokio::net::TcpListener, plane: Arc<Plane>) {
                 let _ = stream.set_nodelay(true);
                 let plane = Arc::clone(&plane);
                 tokio::spawn(async move {
+                    crate::metrics::session_started(crate::metrics::Listener::Http);
                     let service = hyper::service::service_fn(move |request| {
                         let plane = Arc::clone(&plane);
                         async move {
@@ -41,6 +42,7 @@ pub async fn accept_loop(listener: tokio::net::TcpListener, plane: Arc<Plane>) {
                     if let Err(e) = served {
                         debug!("http {remote}: {e}");
                     }
+                    crate::metrics::session_ended(crate::metrics::Listener::Http);
                 });
             }
             Err(e) => {
