@@ -563,3 +563,67 @@ fn stats_on_a_known_log() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("`soon` is not a time"));
 }
+
+#[test]
+fn inject_a_whole_message_template() {
+    let dir = test_dir("http-inject-raw");
+    // Only ann and bob exist here.
+    let config = config(&dir, "").replace(
+        "[local]\n",
+        "[local]\nunknown_users = \"reject\"\nusers = [\"ann@example.test\", \"bob@example.test\"]\n",
+    );
+    let server = Server::start(&dir, &config);
+    let request = json!({
+        "from": "list@sender.test",
+        "recipients": [
+            {"to": "ann@example.test", "vars": {"n": "Ann"}},
+            {"to": "bob@example.test", "vars": {"n": "Bob"}},
+            {"to": "nobody-here@example.test", "vars": {"n": "X"}},
+            {"to": "ann%elsewhere.test@example.test", "vars": {"n": "X"}},
+            {"to": "carol@example.test"},
+        ],
+        "message": "From: List <list@sender.test>\nSubject: For {{n}}\n\nHello {{n}}, this is {{to}}.\n",
+    });
+    let (status, body) = curl(&[
+        "-H",
+        &bearer(),
+        "-d",
+        &request.to_string(),
+        &url(&server, "/api/inject"),
+    ]);
+    assert_eq!(status, 200, "{body}");
+    let reply = json_of(&body);
+    assert_eq!(reply["accepted"], 2, "{reply}");
+    assert_eq!(reply["refused"], 3);
+    let errors: Vec<&str> = reply["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .skip(2)
+        .map(|r| r["error"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        errors,
+        vec![
+            "550 5.1.1 <nobody-here@example.test>: no such user here",
+            "553 5.1.3 <ann%elsewhere.test@example.test>: routing characters in the address are not accepted",
+            "550 5.1.1 <carol@example.test>: no such user here",
+        ]
+    );
+    for name in ["ann", "bob"] {
+        let address = format!("{name}@example.test");
+        let files = server.wait_for_mail(&address, 1, 30);
+        assert_eq!(files.len(), 1, "{address}");
+        let text = std::fs::read_to_string(&files[0]).unwrap();
+        let cap = format!("{}{}", name[..1].to_uppercase(), &name[1..]);
+        assert!(text.contains(&format!("Subject: For {cap}\n")), "{text}");
+        assert!(
+            text.contains(&format!("Hello {cap}, this is {address}.")),
+            "{text}"
+        );
+        assert!(
+            text.contains("Message-ID: <") && text.contains("Date: "),
+            "{text}"
+        );
+    }
+}

@@ -163,6 +163,7 @@ pub async fn serve(mut stream: TcpStream, shard: Rc<SmtpShard>) {
             }
             Wake::Read(Err(e)) if e.kind() == std::io::ErrorKind::TimedOut => {
                 info!("smtp {remote}: timeout");
+                crate::metrics::smtp_refused(crate::metrics::Refusal::Timeout);
                 session.timeout(&mut out);
                 let _ = stream.write_all(&out).await;
                 return;
