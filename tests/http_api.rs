@@ -379,14 +379,16 @@ fn queue_api_lists_shows_and_controls() {
 fn metrics_after_a_known_smtp_load() {
     let dir = test_dir("http-metrics");
     let server = Server::start(&dir, &config(&dir, ""));
-    // 20 messages over 5 SMTP sessions, each to a local user; every session also tries one
-    // relay that is refused.
+    // 20 messages over 5 SMTP sessions, each to a local user; every session also sends one
+    // unknown command and tries one relay, both refused.
     let smtp = r#"
 import smtplib, sys
 host, port = sys.argv[1], int(sys.argv[2])
 for session in range(5):
     with smtplib.SMTP(host, port, timeout=30) as s:
         s.ehlo('client.test')
+        code, _ = s.docmd('FROB')
+        assert code == 500, code
         code, _ = s.docmd('MAIL FROM:<a@sender.test>')
         assert code == 250, code
         code, _ = s.docmd('RCPT TO:<victim@elsewhere.test>')
@@ -472,6 +474,8 @@ print(json.dumps(samples))
     assert_eq!(get("ringmail_sessions_open{listener=smtp}"), 0.0);
     assert_eq!(get("ringmail_refused_total{reason=relay_denied}"), 5.0);
     assert_eq!(get("ringmail_refused_total{reason=unknown_user}"), 0.0);
+    assert_eq!(get("ringmail_refused_total{reason=syntax}"), 5.0);
+    assert_eq!(get("ringmail_refused_total{reason=message_too_big}"), 0.0);
     assert_eq!(
         get("ringmail_deliveries_total{outcome=success,transport=local}"),
         20.0

@@ -97,10 +97,12 @@ pub enum Refusal {
     SenderRefused,
     /// Anything else.
     Other,
+    /// Message content refused: bare CR or LF, a line over 998 characters.
+    BadContent,
 }
 
 impl Refusal {
-    pub const ALL: [Refusal; 18] = [
+    pub const ALL: [Refusal; 19] = [
         Refusal::RelayDenied,
         Refusal::UnknownUser,
         Refusal::BadAddress,
@@ -119,6 +121,7 @@ impl Refusal {
         Refusal::RateLimited,
         Refusal::SenderRefused,
         Refusal::Other,
+        Refusal::BadContent,
     ];
 
     pub fn name(self) -> &'static str {
@@ -141,6 +144,7 @@ impl Refusal {
             Refusal::RateLimited => "rate_limited",
             Refusal::SenderRefused => "sender_refused",
             Refusal::Other => "other",
+            Refusal::BadContent => "bad_content",
         }
     }
 }

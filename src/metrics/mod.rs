@@ -282,3 +282,85 @@ impl<P: crate::smtp::RecipientPolicy> crate::smtp::RecipientPolicy for CountedPo
         verdict
     }
 }
+
+/// Counts the refusals in SMTP reply bytes the server is about to send, for the refusals the
+/// sans-IO session makes by itself (size, recipient count, hops, syntax, content). The session
+/// stays free of side effects; the driver, which sends these bytes anyway, calls this. RCPT
+/// verdicts are not counted here ([`CountedPolicy`] counts them where they are decided).
+pub fn count_smtp_replies(out: &[u8]) {
+    for line in out.split(|&b| b == b'\n') {
+        if let Some(reason) = refusal_in_reply(line) {
+            refused(reason);
+        }
+    }
+}
+
+/// The refusal a final reply line (`NNN X.Y.Z text`) stands for, if it is one of those the
+/// session makes itself (src/smtp/reply.rs).
+fn refusal_in_reply(line: &[u8]) -> Option<Refusal> {
+    // A continuation line (`NNN-`) or anything shorter than `NNN X.Y.Z` is not a final reply.
+    let head = line.get(..10)?;
+    if head.get(3) != Some(&b' ') {
+        return None;
+    }
+    let code = head.get(..3)?;
+    let enhanced = line.get(4..)?.split(|&b| b == b' ').next()?;
+    Some(match (code, enhanced) {
+        (b"552", b"5.3.4") => Refusal::MessageTooBig,
+        (b"452", b"4.5.3") => Refusal::TooManyRecipients,
+        (b"554", b"5.4.6") => Refusal::TooManyHops,
+        (b"554", b"5.6.11") | (b"550", b"5.6.0") => Refusal::BadContent,
+        (b"500", _) | (b"501", _) | (b"555", _) | (b"553", b"5.6.7") => Refusal::Syntax,
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_in_replies() {
+        let cases: &[(&[u8], Option<Refusal>)] = &[
+            (
+                b"552 5.3.4 Error: message size exceeds fixed limit\r",
+                Some(Refusal::MessageTooBig),
+            ),
+            (
+                b"452 4.5.3 Error: too many recipients\r",
+                Some(Refusal::TooManyRecipients),
+            ),
+            (
+                b"554 5.4.6 Error: too many hops\r",
+                Some(Refusal::TooManyHops),
+            ),
+            (
+                b"554 5.6.11 Error: bare CR or LF\r",
+                Some(Refusal::BadContent),
+            ),
+            (
+                b"500 5.5.2 Error: command not recognized\r",
+                Some(Refusal::Syntax),
+            ),
+            (
+                b"501 5.1.7 Error: bad sender address syntax\r",
+                Some(Refusal::Syntax),
+            ),
+            // Counted where decided (CountedPolicy), or not refusals at all.
+            (b"554 5.7.1 <a@b>: Relay access denied\r", None),
+            (b"550 5.1.1 <a@b>: no such user\r", None),
+            (b"250 2.0.0 Ok: queued as 1.0.0\r", None),
+            (b"250-SIZE 1000\r", None),
+            (b"500", None),
+            (b"", None),
+        ];
+        for (line, want) in cases {
+            assert_eq!(
+                refusal_in_reply(line),
+                *want,
+                "{}",
+                String::from_utf8_lossy(line)
+            );
+        }
+    }
+}

@@ -135,6 +135,7 @@ pub async fn serve(mut stream: TcpStream, shard: Rc<SmtpShard>) {
     session.greeting(&mut out);
     let mut buf = vec![0u8; 64 * 1024];
     loop {
+        crate::metrics::count_smtp_replies(&out);
         if stream.write_all(&out).await.is_err() {
             return;
         }
@@ -184,6 +185,7 @@ pub async fn serve(mut stream: TcpStream, shard: Rc<SmtpShard>) {
             match progress {
                 Progress::NeedMore => break,
                 Progress::Close => {
+                    crate::metrics::count_smtp_replies(&out);
                     let _ = stream.write_all(&out).await;
                     return;
                 }
