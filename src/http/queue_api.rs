@@ -3,7 +3,7 @@
 //! the shards as control requests (crate::control), exactly as `ringmail queue flush` does.
 
 use super::{Plane, Reply};
-use crate::clock::{iso_date, now_unix};
+use crate::clock::{iso_datetime, now_unix};
 use crate::control::ControlRequest;
 use crate::queue::{MessageId, QueuedMessage, RecipientState};
 use hyper::StatusCode;
@@ -146,17 +146,17 @@ pub fn message_json(message: &QueuedMessage) -> Value {
                 attempts: 0,
                 next_attempt,
             } => json!({"address": address, "state": "pending", "attempts": 0,
-                        "next_attempt": iso_date(*next_attempt)}),
+                        "next_attempt": iso_datetime(*next_attempt)}),
             RecipientState::Pending {
                 attempts,
                 next_attempt,
             } => json!({"address": address, "state": "deferred", "attempts": attempts,
-                        "next_attempt": iso_date(*next_attempt)}),
+                        "next_attempt": iso_datetime(*next_attempt)}),
         })
         .collect();
     json!({
         "id": message.id.to_string(),
-        "received_at": iso_date(message.envelope.received_at),
+        "received_at": iso_datetime(message.envelope.received_at),
         "age_seconds": now_unix().saturating_sub(message.envelope.received_at),
         "size": message.size,
         "sender": message.envelope.sender,

@@ -167,8 +167,8 @@ impl Report {
     /// The report as JSON.
     pub fn to_json(&self) -> Value {
         json!({
-            "first": self.first.map(|t| crate::clock::iso_date(t as u64)),
-            "last": self.last.map(|t| crate::clock::iso_date(t as u64)),
+            "first": self.first.map(|t| crate::clock::iso_datetime(t as u64)),
+            "last": self.last.map(|t| crate::clock::iso_datetime(t as u64)),
             "messages": self.messages,
             "bytes": self.bytes,
             "recipients": self.recipients,
@@ -199,7 +199,8 @@ impl Report {
     /// The report as text, zoverall-style.
     pub fn to_text(&self) -> String {
         let mut out = String::new();
-        let date = |t: Option<f64>| t.map_or("-".to_string(), |t| crate::clock::iso_date(t as u64));
+        let date =
+            |t: Option<f64>| t.map_or("-".to_string(), |t| crate::clock::iso_datetime(t as u64));
         let _ = writeln!(
             out,
             "Basic statistics ({} to {})",
