@@ -71,6 +71,10 @@ Mail still queued is delivered after the next start.
 SIGHUP does not reload the configuration.
     SIGPIPE          ignored.
 
+HTTP control plane: with [http] listen set (the embedded default: 127.0.0.1:2580), GET /metrics \
+(Prometheus) and /healthz, and with the bearer token of http.token the queue API and \
+POST /api/inject (see README.md, \"HTTP API and metrics\").
+
 Logging: server.log_file (empty: stderr), server.log_format (\"text\" or \"json\"). \
 Blocking work (password checks, POP3 mailboxes) runs on server.blocking_threads threads behind \
 a queue of server.blocking_queue jobs.")]
