@@ -266,13 +266,13 @@ fn refusals_are_clear_json_errors() {
 #[test]
 fn rate_cap_answers_429() {
     let dir = test_dir("http-rate");
-    let server = Server::start(&dir, &config(&dir, "max_requests_per_sec = 3"));
+    let server = Server::start(&dir, &config(&dir, "max_requests_per_sec = 2"));
     let statuses: Vec<u16> = (0..10)
         .map(|_| curl(&["-H", &bearer(), &url(&server, "/api/status")]).0)
         .collect();
     assert!(statuses.contains(&429), "{statuses:?}");
     assert!(
-        statuses.iter().filter(|s| **s == 200).count() >= 3,
+        statuses.iter().filter(|s| **s == 200).count() >= 2,
         "{statuses:?}"
     );
     // Monitoring is not capped.
