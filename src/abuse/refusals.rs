@@ -26,6 +26,8 @@ pub struct Refusal {
 impl Refusal {
     /// `command` as the client sent it, made safe for one log line.
     pub fn new(command: &[u8], reply: Reply) -> Refusal {
+        let command = command.strip_suffix(b"\n").unwrap_or(command);
+        let command = command.strip_suffix(b"\r").unwrap_or(command);
         Refusal {
             command: shown(command),
             reply,
@@ -81,7 +83,7 @@ mod tests {
         );
         assert_eq!(
             line(ip, &r.command, &r.reply),
-            "refused smtp [192.0.2.7]: RCPT TO:<x@remote.example> : 554 5.7.1 \
+            "refused smtp [192.0.2.7]: RCPT TO:<x@remote.example>: 554 5.7.1 \
              <x@remote.example>: Relay access denied"
         );
         let long = Refusal::new(&[b'A'; 300], reply::UNKNOWN_COMMAND);
