@@ -96,7 +96,7 @@ fn sighup_loads_a_new_certificate_and_settings_for_new_sessions_only() {
     // An SMTP session open across the reload.
     let (mut smtp, greeting) = server.raw();
     assert!(greeting.starts_with("220 "), "{greeting}");
-    let mut say = |stream: &mut std::net::TcpStream, line: &str| {
+    let say = |stream: &mut std::net::TcpStream, line: &str| {
         stream.write_all(line.as_bytes()).unwrap();
         read_reply(stream)
     };
@@ -110,18 +110,19 @@ fn sighup_loads_a_new_certificate_and_settings_for_new_sessions_only() {
     std::fs::write(&server.config_path, config(&dir, deny, &cert, &key)).unwrap();
     send_signal(server.pid(), "HUP");
     assert!(
-        wait_until(10, || server.log().contains("signal HUP: configuration reloaded from")),
+        wait_until(10, || server
+            .log()
+            .contains("signal HUP: configuration reloaded from")),
         "{}",
         server.log()
     );
-    assert!(!server.log().contains("takes effect only after a restart"), "{}", server.log());
+    assert!(
+        !server.log().contains("takes effect only after a restart"),
+        "{}",
+        server.log()
+    );
 
-    client
-        .stdin
-        .as_mut()
-        .unwrap()
-        .write_all(b"go\n")
-        .unwrap();
+    client.stdin.as_mut().unwrap().write_all(b"go\n").unwrap();
     assert_eq!(next_line(), "second new");
     assert_eq!(next_line(), "first still open True");
     assert_eq!(next_line(), "done");
@@ -173,7 +174,11 @@ fn sighup_with_a_broken_config_keeps_the_old_one_and_logs_why() {
     .unwrap();
     send_signal(server.pid(), "HUP");
     assert!(
-        wait_until(10, || server.log().matches("configuration not reloaded").count() == 2),
+        wait_until(10, || server
+            .log()
+            .matches("configuration not reloaded")
+            .count()
+            == 2),
         "{}",
         server.log()
     );

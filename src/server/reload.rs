@@ -174,10 +174,13 @@ fn merge(old: &Config, new: Config) -> (Config, Vec<String>) {
     (merged, notes)
 }
 
+/// Makes a shard's value from the settings and the value it replaces (if any).
+type Build<T> = Box<dyn Fn(&Live, Option<&T>) -> T>;
+
 /// What one shard builds from the [`Live`] settings, rebuilt when a reload published new ones.
 pub struct ShardView<T> {
     source: Arc<Reloadable>,
-    build: Box<dyn Fn(&Live, Option<&T>) -> T>,
+    build: Build<T>,
     cached: RefCell<(u64, Rc<T>)>,
 }
 

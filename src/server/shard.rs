@@ -253,7 +253,6 @@ fn smtp_settings(config: &Config) -> SmtpSettings {
         policy: Rc::new(RcptPolicy::new(config)),
         limits: ConnectionLimits {
             max_sessions: smtp.max_sessions_per_shard,
-            max_sessions_per_ip: smtp.max_sessions_per_ip,
             command_timeout: Duration::from_secs(smtp.command_timeout_secs),
             data_timeout: Duration::from_secs(smtp.data_timeout_secs),
         },

@@ -23,7 +23,6 @@ use std::time::{Duration, Instant, SystemTime};
 /// Per-connection limits enforced by the driver (the session enforces the protocol's own).
 pub struct ConnectionLimits {
     pub max_sessions: usize,
-    pub max_sessions_per_ip: usize,
     pub command_timeout: Duration,
     pub data_timeout: Duration,
 }
