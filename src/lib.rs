@@ -13,6 +13,7 @@
 //! - `server`: one shard's wiring: listeners, queue, scheduler, shutdown.
 //! - `cli`: the `ringmail` command line.
 
+pub mod abuse;
 pub mod auth;
 pub mod blocking;
 pub mod cli;

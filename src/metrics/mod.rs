@@ -283,36 +283,50 @@ impl<P: crate::smtp::RecipientPolicy> crate::smtp::RecipientPolicy for CountedPo
     }
 }
 
-/// Counts the refusals in SMTP reply bytes the server is about to send, for the refusals the
-/// sans-IO session makes by itself (size, recipient count, hops, syntax, content). The session
-/// stays free of side effects; the driver, which sends these bytes anyway, calls this. RCPT
-/// verdicts are not counted here ([`CountedPolicy`] counts them where they are decided).
-pub fn count_smtp_replies(out: &[u8]) {
+/// The reason of a logged SMTP refusal (`crate::abuse::refusals::log`, which every refusal of
+/// a connection, command or message goes through): `command` is what it answered (`connect`
+/// for the connection itself), the rest the reply sent.
+pub fn smtp_refusal_reason(
+    command: &str,
+    code: u16,
+    enhanced: Option<&str>,
+    text: &str,
+) -> Refusal {
+    match (code, enhanced.unwrap_or("")) {
+        (421, "4.7.0") if text.contains("too many messages") => Refusal::RateLimited,
+        (421, "4.7.0") if command == "connect" => Refusal::TooManySessions,
+        (421, "4.4.2") => Refusal::Timeout,
+        (554, "5.7.1") if text.contains("blocked using") => Refusal::Dnsbl,
+        (554, "5.7.1") if command == "connect" => Refusal::AccessDenied,
+        (554, "5.7.1") => Refusal::RelayDenied,
+        (550, "5.1.1") => Refusal::UnknownUser,
+        (553, "5.1.3") => Refusal::BadAddress,
+        (553, "5.1.2") => Refusal::BadDestination,
+        (552, "5.3.4") => Refusal::MessageTooBig,
+        (452, "4.5.3") => Refusal::TooManyRecipients,
+        (554, "5.4.6") => Refusal::TooManyHops,
+        (554, "5.6.11") | (550, "5.6.0") => Refusal::BadContent,
+        (554, "5.5.0") | (554, "5.5.1") => Refusal::EarlyTalker,
+        (535, _) | (534, _) | (538, _) => Refusal::AuthFailed,
+        (500, _) | (501, _) | (555, _) | (553, "5.6.7") => Refusal::Syntax,
+        _ => Refusal::Other,
+    }
+}
+
+/// Counts the syntax errors in SMTP reply bytes the server is about to send. The session does
+/// not log those as refusals (a typo is no abuse), so `refusals::log` never sees them; the
+/// driver, which sends these bytes anyway, counts them here.
+pub fn count_smtp_syntax_errors(out: &[u8]) {
     for line in out.split(|&b| b == b'\n') {
-        if let Some(reason) = refusal_in_reply(line) {
-            refused(reason);
+        if is_syntax_error(line) {
+            refused(Refusal::Syntax);
         }
     }
 }
 
-/// The refusal a final reply line (`NNN X.Y.Z text`) stands for, if it is one of those the
-/// session makes itself (src/smtp/reply.rs).
-fn refusal_in_reply(line: &[u8]) -> Option<Refusal> {
-    // A continuation line (`NNN-`) or anything shorter than `NNN X.Y.Z` is not a final reply.
-    let head = line.get(..10)?;
-    if head.get(3) != Some(&b' ') {
-        return None;
-    }
-    let code = head.get(..3)?;
-    let enhanced = line.get(4..)?.split(|&b| b == b' ').next()?;
-    Some(match (code, enhanced) {
-        (b"552", b"5.3.4") => Refusal::MessageTooBig,
-        (b"452", b"4.5.3") => Refusal::TooManyRecipients,
-        (b"554", b"5.4.6") => Refusal::TooManyHops,
-        (b"554", b"5.6.11") | (b"550", b"5.6.0") => Refusal::BadContent,
-        (b"500", _) | (b"501", _) | (b"555", _) | (b"553", b"5.6.7") => Refusal::Syntax,
-        _ => return None,
-    })
+/// A final reply line `500 `, `501 ` or `555 ` (continuation lines have `-` after the code).
+fn is_syntax_error(line: &[u8]) -> bool {
+    matches!(line.get(..4), Some(b"500 " | b"501 " | b"555 "))
 }
 
 #[cfg(test)]
@@ -320,47 +334,115 @@ mod tests {
     use super::*;
 
     #[test]
-    fn refusals_in_replies() {
-        let cases: &[(&[u8], Option<Refusal>)] = &[
+    fn refusal_reasons() {
+        let cases: &[(&str, u16, &str, &str, Refusal)] = &[
             (
-                b"552 5.3.4 Error: message size exceeds fixed limit\r",
-                Some(Refusal::MessageTooBig),
+                "connect",
+                421,
+                "4.7.0",
+                "mx Error: too many connections",
+                Refusal::TooManySessions,
             ),
             (
-                b"452 4.5.3 Error: too many recipients\r",
-                Some(Refusal::TooManyRecipients),
+                "connect",
+                421,
+                "4.7.0",
+                "mx Error: too many connections from your IP",
+                Refusal::TooManySessions,
             ),
             (
-                b"554 5.4.6 Error: too many hops\r",
-                Some(Refusal::TooManyHops),
+                "MAIL FROM:<a@b>",
+                421,
+                "4.7.0",
+                "mx Error: too many messages from your IP address",
+                Refusal::RateLimited,
             ),
             (
-                b"554 5.6.11 Error: bare CR or LF\r",
-                Some(Refusal::BadContent),
+                "connect",
+                554,
+                "5.7.1",
+                "Service unavailable; client [192.0.2.1] blocked using zen.test",
+                Refusal::Dnsbl,
+            ),
+            ("connect", 554, "5.7.1", "go away", Refusal::AccessDenied),
+            (
+                "RCPT TO:<x@far>",
+                554,
+                "5.7.1",
+                "<x@far>: Relay access denied",
+                Refusal::RelayDenied,
             ),
             (
-                b"500 5.5.2 Error: command not recognized\r",
-                Some(Refusal::Syntax),
+                "RCPT TO:<x@here>",
+                550,
+                "5.1.1",
+                "<x@here>: no such user",
+                Refusal::UnknownUser,
             ),
             (
-                b"501 5.1.7 Error: bad sender address syntax\r",
-                Some(Refusal::Syntax),
+                "MAIL FROM:<a@b> SIZE=9999999",
+                552,
+                "5.3.4",
+                "too big",
+                Refusal::MessageTooBig,
             ),
-            // Counted where decided (CountedPolicy), or not refusals at all.
-            (b"554 5.7.1 <a@b>: Relay access denied\r", None),
-            (b"550 5.1.1 <a@b>: no such user\r", None),
-            (b"250 2.0.0 Ok: queued as 1.0.0\r", None),
-            (b"250-SIZE 1000\r", None),
-            (b"500", None),
-            (b"", None),
+            (
+                "RCPT TO:<y@here>",
+                452,
+                "4.5.3",
+                "too many",
+                Refusal::TooManyRecipients,
+            ),
+            ("DATA", 554, "5.4.6", "too many hops", Refusal::TooManyHops),
+            ("DATA", 554, "5.6.11", "bare LF", Refusal::BadContent),
+            (
+                "EHLO x",
+                554,
+                "5.5.1",
+                "command sent before the greeting",
+                Refusal::EarlyTalker,
+            ),
+            (
+                "(message content)",
+                421,
+                "4.4.2",
+                "too slowly",
+                Refusal::Timeout,
+            ),
+            (
+                "AUTH PLAIN",
+                535,
+                "5.7.8",
+                "bad credentials",
+                Refusal::AuthFailed,
+            ),
+            (
+                "QUIT",
+                421,
+                "4.7.0",
+                "mx Error: too many errors",
+                Refusal::Other,
+            ),
         ];
-        for (line, want) in cases {
+        for (command, code, enhanced, text, want) in cases {
             assert_eq!(
-                refusal_in_reply(line),
+                smtp_refusal_reason(command, *code, Some(enhanced), text),
                 *want,
-                "{}",
-                String::from_utf8_lossy(line)
+                "{command}: {code} {enhanced} {text}"
             );
         }
+    }
+
+    #[test]
+    fn syntax_errors_in_replies() {
+        assert!(is_syntax_error(
+            b"500 5.5.2 Error: command not recognized\r"
+        ));
+        assert!(is_syntax_error(
+            b"501 5.1.7 Error: bad sender address syntax\r"
+        ));
+        assert!(!is_syntax_error(b"250-SIZE 1000\r"));
+        assert!(!is_syntax_error(b"554 5.7.1 denied\r"));
+        assert!(!is_syntax_error(b"500"));
     }
 }
