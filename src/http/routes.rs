@@ -205,12 +205,6 @@ async fn inject(plane: &Plane, body: &Bytes, remote: SocketAddr) -> Reply {
     )
 }
 
-impl<P: crate::smtp::RecipientPolicy + ?Sized> crate::smtp::RecipientPolicy for &P {
-    fn check_recipient(&self, peer: &PeerInfo, address: &str) -> crate::smtp::RcptVerdict {
-        (**self).check_recipient(peer, address)
-    }
-}
-
 /// One shard's share of an injection: the request positions, and their messages.
 type ShardBatch = (Vec<usize>, Vec<(Envelope, Vec<u8>)>);
 

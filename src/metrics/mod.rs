@@ -257,7 +257,8 @@ pub fn all_ready() -> bool {
 }
 
 /// A recipient policy that counts what it refuses (`ringmail_refused_total`) and otherwise
-/// answers exactly as the policy it wraps. Each shard wraps its own.
+/// answers exactly as the policy it wraps. The injection API wraps its policy in it; SMTP's
+/// RCPT refusals are counted where they are logged instead (`crate::abuse::refusals::log`).
 pub struct CountedPolicy<P>(pub P);
 
 impl<P: crate::smtp::RecipientPolicy> crate::smtp::RecipientPolicy for CountedPolicy<P> {
@@ -280,6 +281,17 @@ impl<P: crate::smtp::RecipientPolicy> crate::smtp::RecipientPolicy for CountedPo
             refused(reason);
         }
         verdict
+    }
+}
+
+/// A borrowed policy is a policy, so [`CountedPolicy`] can wrap a shared one (`&RcptPolicy`).
+impl<P: crate::smtp::RecipientPolicy + ?Sized> crate::smtp::RecipientPolicy for &P {
+    fn check_recipient(
+        &self,
+        peer: &crate::smtp::PeerInfo,
+        address: &str,
+    ) -> crate::smtp::RcptVerdict {
+        (**self).check_recipient(peer, address)
     }
 }
 
