@@ -87,6 +87,8 @@ pub struct InjectRules<'a> {
     pub hostname: &'a str,
     pub max_message_size: usize,
     pub max_recipients: usize,
+    /// The most message bytes one call builds ([`MAX_TOTAL_BYTES`] in the server).
+    pub max_total_bytes: usize,
     pub policy: &'a dyn RecipientPolicy,
     /// The HTTP client, as the recipient policy sees it (authenticated: it had the token).
     pub peer: PeerInfo,
@@ -130,12 +132,29 @@ pub fn prepare(
     for name in request.headers.keys() {
         check_header_name(name)?;
     }
+    // Every message is held in memory until it is committed: the whole call has a cap.
+    let mut total = 0usize;
     Ok(request
         .recipients
         .iter()
-        .map(|recipient| prepare_one(request, &sender, recipient, rules))
+        .map(|recipient| {
+            if total > rules.max_total_bytes {
+                return Err(format!(
+                    "452 4.5.3 this call's messages pass {} bytes in all; send the rest in another call",
+                    rules.max_total_bytes
+                ));
+            }
+            let prepared = prepare_one(request, &sender, recipient, rules);
+            if let Ok((_, message)) = &prepared {
+                total += message.len();
+            }
+            prepared
+        })
         .collect())
 }
+
+/// The most message bytes one call builds (they wait in memory for their commit).
+pub const MAX_TOTAL_BYTES: usize = 256 << 20;
 
 fn prepare_one(
     request: &InjectRequest,

@@ -19,6 +19,7 @@ fn rules(policy: &OnlyExampleTest) -> InjectRules<'_> {
         hostname: "mx.test",
         max_message_size: 10_000,
         max_recipients: 3,
+        max_total_bytes: 1000,
         policy,
         peer: PeerInfo {
             remote: "127.0.0.1:5000".parse().unwrap(),
@@ -201,4 +202,20 @@ fn substitution_edge_cases() {
             "{template}"
         );
     }
+}
+
+#[test]
+fn one_call_builds_a_bounded_amount() {
+    let policy = OnlyExampleTest;
+    let text = "y".repeat(400);
+    let req = request(&format!(
+        r#"{{"from":"a@example.com","recipients":[{{"to":"a@example.test"}},{{"to":"b@example.test"}},{{"to":"c@example.test"}}],"subject":"s","text":"{text}"}}"#
+    ));
+    let out = prepare(&req, &rules(&policy)).unwrap();
+    // Each is ~700 bytes: the second passes the 1,000-byte cap, so the third is refused.
+    assert!(out[0].is_ok() && out[1].is_ok());
+    assert_eq!(
+        out[2].as_ref().unwrap_err(),
+        "452 4.5.3 this call's messages pass 1000 bytes in all; send the rest in another call"
+    );
 }

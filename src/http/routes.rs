@@ -170,6 +170,7 @@ async fn inject(plane: &Plane, body: &Bytes, remote: SocketAddr) -> Reply {
             hostname: &settings.hostname,
             max_message_size: settings.max_message_size,
             max_recipients: settings.max_inject_recipients,
+            max_total_bytes: super::inject::MAX_TOTAL_BYTES,
             policy: &counted,
             // The caller holds the API token: it is authenticated, and may relay as an SMTP
             // AUTH client may. Local-user checks and refused address forms still apply.
