@@ -12,7 +12,9 @@
 //! - `control`: queue control on the running server (flush, delete, bounce, pause, resume).
 //! - `server`: one shard's wiring: listeners, queue, scheduler, shutdown.
 //! - `cli`: the `ringmail` command line.
+//! - `address`: canonical addresses: when two spellings are one mailbox, and which never are.
 
+pub mod address;
 pub mod auth;
 pub mod blocking;
 pub mod cli;

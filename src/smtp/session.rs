@@ -325,7 +325,7 @@ impl Session {
             return None;
         }
         self.tx = Transaction {
-            sender: mail.address,
+            sender: crate::address::canonical_address(&mail.address),
             smtputf8: mail.smtputf8,
             body_8bit: mail.body_8bit,
             ..Transaction::default()
@@ -346,7 +346,8 @@ impl Session {
             // RFC 5321 4.5.1: <postmaster> without a domain is our postmaster.
             format!("postmaster@{}", self.config.hostname)
         } else {
-            rcpt.address
+            // RFC 5321 4.1.2: `"bob"@x` is `bob@x`; the queue keeps the canonical form.
+            crate::address::canonical_address(&rcpt.address)
         };
         if !self.tx.smtputf8 && !address.is_ascii() {
             return self.error(reply::NEEDS_SMTPUTF8, out);
