@@ -30,6 +30,7 @@ pub fn validate(config: &Config) -> Problems {
 }
 
 fn check_values(config: &Config, p: &mut Problems) {
+    check_inject(config, p);
     let server = &config.server;
     if server.hostname.is_empty()
         || server
@@ -254,6 +255,24 @@ fn check_values(config: &Config, p: &mut Problems) {
             }
             seen.push(addr);
         }
+    }
+}
+
+/// `[inject]`: the domains qmail-inject's rules add must be plain domain names.
+fn check_inject(config: &Config, p: &mut Problems) {
+    let inject = &config.inject;
+    for (key, domain) in [
+        ("inject.default_host", &inject.default_host),
+        ("inject.default_domain", &inject.default_domain),
+        ("inject.plus_domain", &inject.plus_domain),
+        ("inject.id_host", &inject.id_host),
+    ] {
+        if !domain.is_empty() {
+            check_domain(p, key, domain);
+        }
+    }
+    if inject.socket.to_string_lossy().contains('\0') {
+        p.add("inject.socket", "must be a path");
     }
 }
 

@@ -86,6 +86,8 @@ pub struct Setup {
     /// Every shard's listening sockets, bound before the privilege drop; shard `i` takes its
     /// own once.
     pub listeners: listeners::BoundListeners,
+    /// Messages from the injection socket (`ringmail sendmail`); shard `i` serves `inject[i]`.
+    pub inject: Vec<flume::Receiver<crate::inject::ShardInject>>,
 }
 
 /// Runs the server until it is told to stop. Returns once every shard has shut down.
@@ -163,6 +165,21 @@ pub fn run(mut config: Config) -> Result<(), ServerError> {
         .map_err(|e| {
         ServerError::DataDir(format!("control socket {}: {e}", socket.display()))
     })?;
+    let (inject_senders, inject) = crate::inject::channels(shard_count);
+    let _inject_server = match crate::inject::socket_path(&config) {
+        Some(path) => Some(
+            crate::inject::InjectServer::start(
+                &sidecar,
+                &path,
+                crate::inject::server::InjectSettings::from_config(&config),
+                inject_senders,
+            )
+            .map_err(|e| {
+                ServerError::DataDir(format!("injection socket {}: {e}", path.display()))
+            })?,
+        ),
+        None => None,
+    };
     let setup = Arc::new(Setup {
         config,
         listen,
@@ -171,6 +188,7 @@ pub fn run(mut config: Config) -> Result<(), ServerError> {
         control,
         resolver,
         listeners: bound,
+        inject,
     });
 
     let shard_setup = Arc::clone(&setup);

@@ -248,6 +248,16 @@ pub fn too_many_from_ip(host: &str) -> Reply {
     )
 }
 
+/// `ringmail sendmail -bs`: the server refused for good a message the session had taken (its
+/// own recipient or sender checks); the text is the server's reason.
+pub fn commit_refused(reason: &str) -> Reply {
+    Reply::owned(
+        554,
+        "5.7.0",
+        format!("Error: message refused: {}", clean(reason)),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -148,6 +148,18 @@ impl Session {
         self.resume(cx, out)
     }
 
+    /// Like [`Session::committed`] for a message refused for good after the end of data (by an
+    /// injection server that checks again, for `ringmail sendmail -bs`): `reply` is sent instead
+    /// of 250 or 451, and the session carries on.
+    pub fn commit_refused(&mut self, reply: Reply, cx: &Context, out: &mut Vec<u8>) -> Progress {
+        if !matches!(self.state, State::ExpectCommitted) {
+            return self.resume(cx, out);
+        }
+        reply.write_to(out);
+        self.reset_transaction();
+        self.resume(cx, out)
+    }
+
     /// The client was idle too long: 421 4.4.2 (RFC 5321 4.5.3.2), then close.
     pub fn timeout(&mut self, out: &mut Vec<u8>) {
         self.close_with(reply::timeout(&self.config.hostname), out);
