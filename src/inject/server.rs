@@ -160,6 +160,9 @@ async fn handle(stream: &mut UnixStream, shared: &Shared, uid: u32) -> Result<Re
             head.size, settings.max_message_size
         )));
     }
+    // The whole request is read before anything else is refused: a Unix socket closed with
+    // unread input resets the connection, and the client would never see why.
+    read_body(stream, &mut message, head.size as usize).await?;
     if head.recipients.len() > settings.max_recipients {
         return Err(data_err(format!(
             "{} recipients are over the limit of {} (smtp.max_recipients)",
@@ -169,7 +172,6 @@ async fn handle(stream: &mut UnixStream, shared: &Shared, uid: u32) -> Result<Re
     }
     let envelope = envelope_of(&head, &settings.hostname).map_err(data_err)?;
     check_sender(settings.sender_check, uid, &envelope.sender).await?;
-    read_body(stream, &mut message, head.size as usize).await?;
     check_line_ends(&message).map_err(data_err)?;
 
     // qmail-inject's trace line: who ran the injecting program, as the kernel says.
