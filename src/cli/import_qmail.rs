@@ -386,7 +386,10 @@ fn smtproutes(control: &Control, out: &mut Output) {
 fn render(dir: &Path, out: &Output) -> String {
     let mut text = format!(
         "# ringmail configuration imported from the qmail control directory {}\n\
-         # by `ringmail import-qmail`. Check it with `ringmail check-config FILE`.\n",
+         # by `ringmail import-qmail`. Check it with `ringmail check-config FILE`.\n\
+         # Not in a qmail control directory, so not here: where SMTP listens (tcpserver's\n\
+         # address: [smtp] listen), who may relay (tcp.smtp's RELAYCLIENT: [smtp]\n\
+         # relay_networks), and [server] data_dir and user.\n",
         dir.display()
     );
     if !out.untranslated.is_empty() {
