@@ -9,7 +9,10 @@ use std::path::Path;
 use std::process::Command;
 
 fn sample() -> &'static Path {
-    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/qmail-control"))
+    Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/support/qmail-control"
+    ))
 }
 
 #[test]
@@ -48,7 +51,10 @@ fn sample_control_directory_becomes_a_valid_config() {
         "smtproutes: \"nomx.example.com:\"",
         "virtualdomains: lists.example.net -> lists",
     ] {
-        assert!(config.contains(&format!("#   {file}")), "{file} in\n{config}");
+        assert!(
+            config.contains(&format!("#   {file}")),
+            "{file} in\n{config}"
+        );
         assert!(
             stderr.contains(&format!("not translated: {file}")),
             "{file} in\n{stderr}"

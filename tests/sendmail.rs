@@ -6,6 +6,7 @@ mod common;
 
 use common::{BIN, Server, base_config, test_dir};
 use std::io::Write;
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
@@ -225,19 +226,19 @@ fn refusals_have_their_sysexits_codes() {
 #[test]
 fn another_user_injects_as_themselves_only() {
     let dir = test_dir("sendmail-user");
-    // A socket directory every user can enter (the data directory is the server user's, 0750).
-    let public = dir.join("public");
-    std::fs::create_dir(&public).unwrap();
-    let status = Command::new("chown")
-        .args(["nobody:", public.to_str().unwrap()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    // The data directory is the server user's (0750), so the socket goes where every user can
+    // reach it; the server, started as root, creates that directory for its user.
+    let public = dir.join("run");
     let extra = format!(
         "[inject]\nsocket = \"{}\"\nsender_check = \"login\"\n",
         public.join("inject.sock").display()
     );
     let server = Server::start(&dir, &base_config(&dir, "", &extra));
+    let meta = std::fs::metadata(&public).unwrap();
+    assert_eq!(meta.mode() & 0o7777, 0o755);
+    assert_eq!(meta.uid(), 65534, "owned by nobody");
+    let socket = std::fs::metadata(public.join("inject.sock")).unwrap();
+    assert_eq!(socket.mode() & 0o777, 0o666);
     let as_daemon = |args: &[&str]| {
         let mut child = Command::new("setpriv")
             .args([

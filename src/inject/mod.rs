@@ -72,6 +72,68 @@ pub fn socket_path(config: &crate::config::Config) -> Option<PathBuf> {
     (!socket.as_os_str().is_empty()).then(|| config.server.data_dir.join(socket))
 }
 
+/// Started as root, makes the directory that holds the injection socket usable by the account
+/// the server becomes, before the privilege drop: created when missing (mode 0755, owned by
+/// that account), or given to that account when it is an empty directory owned by root (what
+/// systemd's `RuntimeDirectory=` makes). Any other directory is left alone; binding in it then
+/// fails after the drop, and the error names it. The data directory is `make_data_dir`'s.
+pub fn prepare_socket_dir(
+    socket: &std::path::Path,
+    data_dir: &std::path::Path,
+    identity: &crate::server::privileges::Identity,
+) -> Result<(), String> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+    let crate::server::privileges::Identity::Drop(account) = identity else {
+        return Ok(());
+    };
+    let Some(dir) = socket
+        .parent()
+        .filter(|d| *d != data_dir && !d.as_os_str().is_empty())
+    else {
+        return Ok(());
+    };
+    let failed = |what: &str, e: std::io::Error| format!("cannot {what} {}: {e}", dir.display());
+    let created = match std::fs::symlink_metadata(dir) {
+        Ok(meta) => {
+            let empty = std::fs::read_dir(dir)
+                .map(|mut entries| entries.next().is_none())
+                .unwrap_or(false);
+            if !(meta.is_dir() && meta.uid() == 0 && empty) {
+                return Ok(());
+            }
+            false
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o755)
+                .create(dir)
+                .map_err(|e| failed("create", e))?;
+            true
+        }
+        Err(e) => return Err(failed("examine", e)),
+    };
+    // Through a descriptor opened without following symlinks, as make_data_dir does.
+    let handle = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
+        .open(dir)
+        .map_err(|e| failed("open", e))?;
+    std::os::unix::fs::fchown(
+        &handle,
+        Some(account.uid.as_raw()),
+        Some(account.gid.as_raw()),
+    )
+    .map_err(|e| failed(&format!("give to user {}", account.user), e))?;
+    log::info!(
+        "{} directory {} for the injection socket, owned by {}",
+        if created { "created" } else { "took over" },
+        dir.display(),
+        account.user
+    );
+    Ok(())
+}
+
 /// A message on its way to a shard, with the one-shot channel its outcome goes back on.
 #[derive(Debug)]
 pub struct ShardInject {

@@ -126,6 +126,10 @@ pub fn run(mut config: Config) -> Result<(), ServerError> {
             .unwrap_or(1),
         n => n,
     };
+    if let Some(socket) = crate::inject::socket_path(&config) {
+        crate::inject::prepare_socket_dir(&socket, &config.server.data_dir, &identity)
+            .map_err(ServerError::DataDir)?;
+    }
     let listen = listeners::resolve(&config)?;
     let bound = listeners::bind_all(&listen, shard_count)?;
     identity.drop_privileges()?;
@@ -268,6 +272,9 @@ fn announce(setup: &Setup, shard_count: usize) {
     }
     for addr in &setup.listen.pop3s {
         println!("ringmail: pop3s listening on {addr}");
+    }
+    if let Some(socket) = crate::inject::socket_path(config) {
+        println!("ringmail: injection socket {}", socket.display());
     }
     println!(
         "ringmail: mail for {} goes to {}/<domain>/<user>/Maildir",
