@@ -46,7 +46,7 @@ impl fmt::Display for AddressError {
             AddressError::BadQuoting => f.write_str("unterminated quoting in the local part"),
             AddressError::UnsafeLocalPart(why) => write!(f, "the local part {why}"),
             AddressError::UnsafeDomain => {
-                f.write_str("the domain contains characters not allowed in a mailbox name")
+                f.write_str("the domain is not a domain name or address literal")
             }
         }
     }
@@ -135,8 +135,12 @@ pub fn mailbox_key(address: &str) -> Result<MailboxKey, AddressError> {
     let (local, domain) = split(address)?;
     let local = unquote_local_part(local)?;
     check_local_part(&local)?;
-    if domain.starts_with('.') || domain.contains(['/', '\\']) || domain.contains(char::is_control)
-    {
+    // Letters, digits, `-`, `_` and dots (or an address literal's brackets and colons), and
+    // UTF-8 U-labels: nothing else can be a domain, and nothing else may name a directory.
+    let domain_char = |c: char| {
+        c.is_ascii_alphanumeric() || "-_.[]:".contains(c) || (!c.is_ascii() && c.is_alphanumeric())
+    };
+    if domain.starts_with('.') || domain.contains("..") || !domain.chars().all(domain_char) {
         return Err(AddressError::UnsafeDomain);
     }
     Ok(MailboxKey {
@@ -262,6 +266,9 @@ mod tests {
             "bob@../etc",
             "bob@a/b",
             "bob@.example.test",
+            "\"a\"@\"b\"@example.test",
+            "bob@exa mple.test",
+            "bob@example..test",
         ];
         for address in refused {
             assert!(mailbox_key(address).is_err(), "{address:?}");
@@ -287,6 +294,48 @@ mod tests {
             Err(AddressError::NotAnAddress)
         );
         assert_eq!(unquote_local_part("\"a\\\""), Err(AddressError::BadQuoting));
+    }
+
+    /// The fuzz target's invariants (fuzz/fuzz_targets/address.rs) on hand-picked inputs.
+    #[test]
+    fn invariants_hold_on_tricky_inputs() {
+        let inputs = [
+            "\"a\"@\"b\"@c.test",
+            "\"a.b\"@c.test",
+            "\"a\\\"b\"@c.test",
+            "\"\"@c.test",
+            "\"bob\"",
+            "\"a\"b@c.test",
+            "\"Ünï\"@Bücher.test",
+            "a@b@c@d",
+            "\"x@y\"@[127.0.0.1]",
+            "\"..\"@x",
+            "\\@x",
+            "@",
+            "\"",
+            "\"\\",
+        ];
+        for address in inputs {
+            let canonical = canonical_address(address);
+            assert_eq!(canonical_address(&canonical), canonical, "{address}");
+            if let Ok(key) = mailbox_key(address) {
+                for part in [&key.local, &key.domain] {
+                    assert!(!part.is_empty() && !part.starts_with('.') && !part.contains(".."));
+                    assert!(
+                        !part.contains(['/', '\\', '\0', '@', '"', '%', '!']),
+                        "{address}"
+                    );
+                }
+                assert_eq!(mailbox_key(&canonical), Ok(key), "{address}");
+            }
+        }
+    }
+
+    #[test]
+    fn address_literals_name_mailboxes() {
+        let key = mailbox_key("bob@[192.0.2.1]").unwrap();
+        assert_eq!(key.domain, "[192.0.2.1]");
+        assert!(mailbox_key("bob@[IPv6:2001:db8::1]").is_ok());
     }
 
     #[test]
