@@ -13,16 +13,18 @@ use crate::address::{AddressError, mailbox_key};
 pub enum MailboxError {
     /// No `@`, or an empty local part or domain, or broken quoting.
     NotAnAddress,
-    /// A name that could escape the mail root, name a hidden file or carry routing (see
-    /// [`crate::address`]); the text says what is wrong.
-    UnsafeName(String),
+    /// A name that could escape the mail root, name a hidden file or carry routing (`/`, `%`,
+    /// `!`, `@`, a leading dot, a control character...: see [`crate::address`]).
+    UnsafeName,
 }
 
 impl fmt::Display for MailboxError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             MailboxError::NotAnAddress => f.write_str("not a user@domain address"),
-            MailboxError::UnsafeName(why) => write!(f, "not allowed as a mailbox name: {why}"),
+            MailboxError::UnsafeName => {
+                f.write_str("address contains characters not allowed in a mailbox name")
+            }
         }
     }
 }
@@ -33,7 +35,9 @@ impl From<AddressError> for MailboxError {
     fn from(e: AddressError) -> MailboxError {
         match e {
             AddressError::NotAnAddress | AddressError::BadQuoting => MailboxError::NotAnAddress,
-            other => MailboxError::UnsafeName(other.to_string()),
+            AddressError::UnsafeLocalPart(_) | AddressError::UnsafeDomain => {
+                MailboxError::UnsafeName
+            }
         }
     }
 }
@@ -68,11 +72,11 @@ mod tests {
         );
         assert!(matches!(
             maildir_for(root, "a@b@c.test"),
-            Err(MailboxError::UnsafeName(_))
+            Err(MailboxError::UnsafeName)
         ));
         assert!(matches!(
             maildir_for(root, "\"bob@gmail.com\"@example.test"),
-            Err(MailboxError::UnsafeName(_))
+            Err(MailboxError::UnsafeName)
         ));
         assert_eq!(maildir_for(root, "bob"), Err(MailboxError::NotAnAddress));
         assert_eq!(maildir_for(root, "@x"), Err(MailboxError::NotAnAddress));
@@ -80,7 +84,7 @@ mod tests {
             assert!(
                 matches!(
                     maildir_for(root, unsafe_name),
-                    Err(MailboxError::UnsafeName(_))
+                    Err(MailboxError::UnsafeName)
                 ),
                 "{unsafe_name}"
             );

@@ -26,11 +26,11 @@ pub fn validate(config: &Config) -> Problems {
     let p = &mut p;
     check_values(config, p);
     check_files(config, p);
+    check_inject(config, p);
     std::mem::take(p)
 }
 
 fn check_values(config: &Config, p: &mut Problems) {
-    check_inject(config, p);
     let server = &config.server;
     if server.hostname.is_empty()
         || server
