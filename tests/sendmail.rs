@@ -216,9 +216,46 @@ fn refusals_have_their_sysexits_codes() {
         b"x\n",
     );
     assert!(out.status.success(), "{out:?}");
-    // -bp lists the queue as `queue list` does.
-    let out = sendmail(&server, &["-bp"], b"");
+    // -bp lists the queue as `queue list` does, and so does the binary named mailq: with
+    // delivery paused, the message just queued is there.
+    assert!(server.ctl(&["queue", "pause"]).status.success());
+    let out = sendmail(
+        &server,
+        &["-v", "carol@example.test"],
+        b"Subject: held\n\nx\n",
+    );
     assert!(out.status.success(), "{out:?}");
+    let id = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .strip_prefix("queued as ")
+        .expect("-v prints the queue id")
+        .to_string();
+    let bp = sendmail(&server, &["-bp"], b"");
+    let mailq = server.dir.join("mailq");
+    std::os::unix::fs::symlink(BIN, &mailq).unwrap();
+    let out = Command::new(&mailq)
+        .arg("-C")
+        .arg(&server.config_path)
+        .output()
+        .unwrap();
+    assert!(out.status.success() && bp.status.success(), "{out:?}");
+    let listing = String::from_utf8_lossy(&out.stdout);
+    assert!(listing.contains(&format!("msg {id} ")), "{listing}");
+    assert!(
+        listing.contains("\tpending\tcarol@example.test"),
+        "{listing}"
+    );
+    assert_eq!(bp.stdout, out.stdout);
+    assert!(server.ctl(&["queue", "resume"]).status.success());
+    // `ringmail sendmail --help` is sendmail's own help.
+    let help = Command::new(BIN)
+        .args(["sendmail", "--help"])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&help.stdout).contains("-bs            speak SMTP"),
+        "{help:?}"
+    );
 }
 
 /// Another local user: the kernel names them (the Received: line carries their uid), and with

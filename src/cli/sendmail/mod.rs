@@ -82,7 +82,10 @@ pub fn run(args: &[String]) -> ExitCode {
     };
     match inv.mode {
         Mode::ListQueue => list_queue(&config),
-        Mode::Smtp => stdio_smtp::run(&config, &socket_or_fail(&config)),
+        Mode::Smtp => match crate::inject::socket_path(&config) {
+            Some(socket) => stdio_smtp::run(&config, &socket),
+            None => fail(EX_TEMPFAIL, INJECTION_OFF),
+        },
         Mode::Deliver => deliver(&inv, &config),
     }
 }
@@ -107,17 +110,12 @@ fn load_config(explicit: Option<&Path>) -> Result<Config, ExitCode> {
     result.map_err(|e| fail(EX_CONFIG, format!("configuration error: {e}")))
 }
 
-fn socket_or_fail(config: &Config) -> PathBuf {
-    crate::inject::socket_path(config).unwrap_or_default()
-}
+const INJECTION_OFF: &str = "injection is turned off in the configuration (inject.socket = \"\")";
 
 /// The default `-bm` mode: read, prepare, inject.
 fn deliver(inv: &Invocation, config: &Config) -> ExitCode {
     let Some(socket) = crate::inject::socket_path(config) else {
-        return fail(
-            EX_TEMPFAIL,
-            "injection is turned off in the configuration (inject.socket = \"\")",
-        );
+        return fail(EX_TEMPFAIL, INJECTION_OFF);
     };
     let limit = config.smtp.max_message_size as u64;
     let mut input = Vec::new();
