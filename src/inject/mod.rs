@@ -28,7 +28,8 @@
 //!   mailbox names are refused, and the message is refused whole.
 //! - **Caps**: the message size is `smtp.max_message_size`, recipients `smtp.max_recipients`,
 //!   hops `smtp.max_hops`; the head is capped at [`protocol::MAX_HEAD`]; a client has
-//!   [`server::CLIENT_TIMEOUT`] per read.
+//!   [`server::CLIENT_TIMEOUT`] per read; at most 64 injections are read and committed at
+//!   once (more wait their turn), so local users cannot make the server hold unbounded mail.
 //!
 //! # Protocol
 //!

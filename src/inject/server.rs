@@ -24,6 +24,11 @@ pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a shard may take to commit: a group commit is milliseconds; this is a stuck disk.
 const COMMIT_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// Injections read and committed at once; more connections wait for a turn. Each may hold a
+/// message of up to `smtp.max_message_size` in memory, so this bounds what local users can make
+/// the server hold.
+const MAX_IN_FLIGHT: usize = 64;
+
 /// What the socket server checks, from the configuration.
 #[derive(Debug, Clone)]
 pub struct InjectSettings {
@@ -48,6 +53,7 @@ struct Shared {
     settings: InjectSettings,
     shards: Vec<flume::Sender<ShardInject>>,
     next_shard: AtomicUsize,
+    in_flight: tokio::sync::Semaphore,
 }
 
 /// The listening injection socket. Dropping it stops accepting and removes the socket file.
@@ -91,6 +97,7 @@ impl InjectServer {
             settings,
             shards,
             next_shard: AtomicUsize::new(0),
+            in_flight: tokio::sync::Semaphore::new(MAX_IN_FLIGHT),
         });
         let accept = sidecar.handle().spawn(accept_loop(listener, shared));
         Ok(InjectServer {
@@ -137,6 +144,9 @@ async fn serve_connection(mut stream: UnixStream, shared: Arc<Shared>) {
         return;
     };
     let uid = cred.uid();
+    let Ok(_turn) = shared.in_flight.acquire().await else {
+        return;
+    };
     let reply = match handle(&mut stream, &shared, uid).await {
         Ok(reply) | Err(reply) => reply,
     };
