@@ -30,6 +30,8 @@ FILES:
     <data_dir>/control.sock  the running server's control socket (mode 0600), used by
                           `ringmail queue flush|delete|bounce|pause|resume|status`; created
                           at start, removed at shutdown
+    <data_dir>/inject.sock   the injection socket (mode 0666; inject.socket moves it), used by
+                          `ringmail sendmail` and /usr/sbin/sendmail
 
 EXIT STATUS:
     0 success; 1 runtime error (message on stderr), including a queue control request the

@@ -17,7 +17,7 @@ pub use args::{Invocation, Mode, parse};
 use crate::config::Config;
 use crate::inject::protocol::Outcome;
 use headers::{Additions, AddressRules};
-use std::io::Read;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -69,7 +69,8 @@ was queued); 77 this sender is not allowed (inject.sender_check); 78 configurati
 /// Runs sendmail with its arguments (argv[0] not included).
 pub fn run(args: &[String]) -> ExitCode {
     if args.iter().any(|a| a == "--help") {
-        println!("{HELP}");
+        // A closed pipe (`| head`) is no error worth a panic.
+        let _ = writeln!(std::io::stdout(), "{HELP}");
         return ExitCode::SUCCESS;
     }
     let inv = match parse(args) {
