@@ -2,9 +2,11 @@
 //! command group.
 
 mod check_config;
+mod import_qmail;
 mod passwd;
 mod queue;
 mod queue_control;
+pub mod sendmail;
 mod serve;
 mod stats;
 
@@ -29,6 +31,8 @@ FILES:
     <data_dir>/control.sock  the running server's control socket (mode 0600), used by
                           `ringmail queue flush|delete|bounce|pause|resume|status`; created
                           at start, removed at shutdown
+    <data_dir>/inject.sock   the injection socket (mode 0666; inject.socket moves it), used by
+                          `ringmail sendmail` and /usr/sbin/sendmail
 
 EXIT STATUS:
     0 success; 1 runtime error (message on stderr), including a queue control request the
@@ -130,6 +134,45 @@ Examples:
         /// Log files to read, in order; standard input when none.
         #[arg(value_name = "LOGFILE")]
         files: Vec<PathBuf>,
+    },
+
+    /// Queue a message from stdin on the running server, as sendmail does (-t, -i, -f, -F,
+    /// -bs, -bp...); `ringmail sendmail --help` lists the options.
+    #[command(
+        long_about = "\
+The sendmail-compatible injection command: reads a message on standard input, adds the \
+missing Date:, Message-ID: and From: (qmail-inject's rules), removes Bcc:, and queues it on \
+the running server through its injection socket; it exits 0 only once the message is on \
+disk. Installed as /usr/sbin/sendmail (a link to ringmail), the same options work under that \
+name. `ringmail sendmail --help` lists them; exit codes follow sysexits.h (75: the server is \
+not running, nothing was queued, try again).",
+        disable_help_flag = true
+    )]
+    Sendmail {
+        /// sendmail's options and the recipients, e.g. `-t -oi` or `-f me@example.test bob@example.test`.
+        #[arg(
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "ARGS"
+        )]
+        args: Vec<String>,
+    },
+
+    /// Print the ringmail configuration equivalent to a qmail control directory.
+    #[command(long_about = "\
+Read a qmail control directory (usually /var/qmail/control: me, locals, rcpthosts, \
+morercpthosts, virtualdomains, smtproutes, databytes, concurrencyremote, timeoutsmtpd, \
+timeoutremote, timeoutconnect, queuelifetime, helohost, defaulthost, defaultdomain, plusdomain, \
+idhost) and print the equivalent ringmail configuration on stdout. Everything that has no \
+equivalent is named in a `# not translated:` comment at the top and on stderr. The output \
+passes `ringmail check-config`:
+
+    ringmail import-qmail /var/qmail/control > /etc/ringmail/ringmail.toml
+    ringmail check-config /etc/ringmail/ringmail.toml")]
+    ImportQmail {
+        /// The qmail control directory.
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
     },
 }
 
@@ -292,6 +335,8 @@ pub fn run(cli: Cli) -> ExitCode {
             json,
             files,
         } => stats::run(since.as_deref(), until.as_deref(), json, &files),
+        Command::Sendmail { args } => Ok(sendmail::run(&args)),
+        Command::ImportQmail { dir } => import_qmail::run(&dir),
     };
     outcome.unwrap_or_else(|code| code)
 }

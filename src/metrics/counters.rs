@@ -43,16 +43,19 @@ pub enum Source {
     Http,
     /// A bounce (DSN) the server wrote itself.
     Bounce,
+    /// The sendmail command, over the local injection socket (crate::inject).
+    Local,
 }
 
 impl Source {
-    pub const ALL: [Source; 3] = [Source::Smtp, Source::Http, Source::Bounce];
+    pub const ALL: [Source; 4] = [Source::Smtp, Source::Http, Source::Bounce, Source::Local];
 
     pub fn name(self) -> &'static str {
         match self {
             Source::Smtp => "smtp",
             Source::Http => "http",
             Source::Bounce => "bounce",
+            Source::Local => "local",
         }
     }
 }
