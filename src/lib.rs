@@ -12,6 +12,8 @@
 //! - `control`: queue control on the running server (flush, delete, bounce, pause, resume).
 //! - `server`: one shard's wiring: listeners, queue, scheduler, shutdown.
 //! - `cli`: the `ringmail` command line.
+//! - `dkim`, `suppression`, `unsubscribe`, `feedback`: deliverability for bulk senders: DKIM
+//!   signing, the suppression list, RFC 8058 one-click unsubscribe, ARF complaint reports.
 
 pub mod auth;
 pub mod blocking;
@@ -20,9 +22,11 @@ pub mod clock;
 pub mod config;
 pub mod control;
 pub mod delivery;
+pub mod dkim;
 pub mod dns;
 pub mod durable_dir;
 pub mod envelope;
+pub mod feedback;
 pub mod logging;
 pub mod mailbox;
 pub mod pop3;
@@ -31,4 +35,6 @@ pub mod relay;
 pub mod server;
 pub mod sidecar;
 pub mod smtp;
+pub mod suppression;
 pub mod tls;
+pub mod unsubscribe;

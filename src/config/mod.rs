@@ -7,6 +7,7 @@
 //! Running with no file uses [`EMBEDDED_DEFAULT`].
 
 mod cidr;
+mod deliverability;
 mod load;
 mod schema;
 mod spans;
@@ -15,6 +16,7 @@ mod words;
 
 pub use cidr::Cidr;
 pub use load::{ConfigError, MAX_ERRORS, check_file, check_str, key_error, load_file, load_str};
+pub use deliverability::*;
 pub use schema::*;
 
 /// The configuration `ringmail serve` runs with when no `--config` is given.

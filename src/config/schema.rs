@@ -16,6 +16,10 @@ pub struct Config {
     pub tls: TlsSection,
     pub dns: DnsSection,
     pub relay: RelaySection,
+    pub dkim: super::deliverability::DkimSection,
+    pub suppression: super::deliverability::SuppressionSection,
+    pub unsubscribe: super::deliverability::UnsubscribeSection,
+    pub feedback: super::deliverability::FeedbackSection,
 }
 
 /// `[server]`: identity, storage and threads.
