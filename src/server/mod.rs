@@ -86,6 +86,8 @@ pub struct Setup {
     /// Every shard's listening sockets, bound before the privilege drop; shard `i` takes its
     /// own once.
     pub listeners: listeners::BoundListeners,
+    /// Suppression list, DKIM keys, unsubscribe secret, feedback address (`delivery::prepare`).
+    pub deliverability: Arc<crate::delivery::prepare::Deliverability>,
 }
 
 /// Runs the server until it is told to stop. Returns once every shard has shut down.
@@ -108,6 +110,19 @@ pub fn run(mut config: Config) -> Result<(), ServerError> {
         ),
         _ => None,
     };
+
+    // DKIM keys and the unsubscribe secret are read before the drop too (root-only files); a
+    // bad one stops startup, naming the file.
+    let dkim = crate::dkim::DkimKeys::load(&config.dkim).map_err(|e| ServerError::Config {
+        key: "dkim.keys",
+        message: e.to_string(),
+    })?;
+    let unsubscribe = crate::unsubscribe::Unsubscriber::load(&config.unsubscribe)
+        .map_err(|message| ServerError::Config {
+            key: "unsubscribe.secret_file",
+            message,
+        })?
+        .map(Arc::new);
 
     // Root: who to become, and the data directory made theirs. Then the ports (below 1024 need
     // root), then the drop, before any thread exists or any listener accepts (privileges.rs).
@@ -145,6 +160,21 @@ pub fn run(mut config: Config) -> Result<(), ServerError> {
         ))
     })?;
 
+    let suppression = crate::suppression::SuppressionList::open(&crate::suppression::path(
+        data_dir,
+    ))
+    .map_err(ServerError::DataDir)?;
+    // `ringmail suppress` appends to the file; the running server picks it up from there.
+    suppression.watch();
+    let deliverability = Arc::new(crate::delivery::prepare::Deliverability {
+        dkim,
+        unsubscribe,
+        suppression,
+        auto_on_hard_bounce: config.suppression.auto_on_hard_bounce,
+        feedback_address: (!config.feedback.address.is_empty())
+            .then(|| config.feedback.address.to_ascii_lowercase()),
+    });
+
     let blocking = crate::blocking::BlockingPool::new(
         "ringmail-blocking",
         config.server.blocking_threads,
@@ -171,6 +201,7 @@ pub fn run(mut config: Config) -> Result<(), ServerError> {
         control,
         resolver,
         listeners: bound,
+        deliverability,
     });
 
     let shard_setup = Arc::clone(&setup);
