@@ -15,8 +15,8 @@ mod validate;
 mod words;
 
 pub use cidr::Cidr;
-pub use load::{ConfigError, MAX_ERRORS, check_file, check_str, key_error, load_file, load_str};
 pub use deliverability::*;
+pub use load::{ConfigError, MAX_ERRORS, check_file, check_str, key_error, load_file, load_str};
 pub use schema::*;
 
 /// The configuration `ringmail serve` runs with when no `--config` is given.

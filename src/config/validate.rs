@@ -395,7 +395,10 @@ fn check_deliverability(config: &Config, p: &mut Problems) {
         {
             p.add(
                 "dkim.keys",
-                format!("selector `{}` is not a DNS label (letters, digits, '-')", key.selector),
+                format!(
+                    "selector `{}` is not a DNS label (letters, digits, '-')",
+                    key.selector
+                ),
             );
         }
         if let Err(problem) = crate::dkim::check_key_file(&key.key_file, key.algorithm) {
@@ -425,16 +428,15 @@ fn check_deliverability(config: &Config, p: &mut Problems) {
     let unsubscribe = &config.unsubscribe;
     if let Some(file) = &unsubscribe.secret_file {
         match std::fs::read(file) {
-            Ok(secret) if secret.trim_ascii_end().len() < crate::unsubscribe::MIN_SECRET_LEN => {
-                p.add(
+            Ok(secret) if secret.trim_ascii_end().len() < crate::unsubscribe::MIN_SECRET_LEN => p
+                .add(
                     "unsubscribe.secret_file",
                     format!(
                         "{} holds fewer than {} bytes; use e.g. `head -c 32 /dev/urandom | base64`",
                         file.display(),
                         crate::unsubscribe::MIN_SECRET_LEN
                     ),
-                )
-            }
+                ),
             Ok(_) => {}
             Err(e) => p.add(
                 "unsubscribe.secret_file",
@@ -451,16 +453,24 @@ fn check_deliverability(config: &Config, p: &mut Problems) {
         }
     }
     if !unsubscribe.mailto.is_empty() && !unsubscribe.mailto.contains('@') {
-        p.add("unsubscribe.mailto", "must be an address (user@domain) or empty");
+        p.add(
+            "unsubscribe.mailto",
+            "must be an address (user@domain) or empty",
+        );
     }
     for domain in &unsubscribe.domains {
         check_domain(p, "unsubscribe.domains", domain);
     }
     let feedback = &config.feedback.address;
     if !feedback.is_empty()
-        && (feedback.split_once('@').is_none_or(|(l, d)| l.is_empty() || d.is_empty())
+        && (feedback
+            .split_once('@')
+            .is_none_or(|(l, d)| l.is_empty() || d.is_empty())
             || feedback.contains(char::is_whitespace))
     {
-        p.add("feedback.address", "must be an address (user@domain) or empty");
+        p.add(
+            "feedback.address",
+            "must be an address (user@domain) or empty",
+        );
     }
 }

@@ -79,9 +79,8 @@ impl OutboundJob {
         if self.prefix.is_none() && !self.strip_list_header {
             return Arc::clone(original);
         }
-        let mut body = Vec::with_capacity(
-            original.body.len() + self.prefix.as_ref().map_or(0, |p| p.len()),
-        );
+        let mut body =
+            Vec::with_capacity(original.body.len() + self.prefix.as_ref().map_or(0, |p| p.len()));
         if let Some(prefix) = &self.prefix {
             body.extend_from_slice(prefix);
         }
@@ -114,8 +113,8 @@ impl ShardDeliverability {
             return;
         }
         plan.known = true;
-        let header_end = memchr::memmem::find(&message.body, b"\r\n\r\n")
-            .map_or(message.body.len(), |i| i + 4);
+        let header_end =
+            memchr::memmem::find(&message.body, b"\r\n\r\n").map_or(message.body.len(), |i| i + 4);
         let header = &message.body[..header_end];
         let list_header = field_value(header, LIST_HEADER);
         plan.strip_list_header = list_header.is_some();
@@ -134,7 +133,12 @@ impl ShardDeliverability {
     }
 
     /// A failure report if `recipient` is suppressed (for all mail, or for the message's list).
-    pub fn suppressed(&self, plan: &MessagePlan, id: impl std::fmt::Display, recipient: &str) -> Option<RecipientReport> {
+    pub fn suppressed(
+        &self,
+        plan: &MessagePlan,
+        id: impl std::fmt::Display,
+        recipient: &str,
+    ) -> Option<RecipientReport> {
         let ((target, list), entry) = self.view.check(recipient, plan.list.as_deref())?;
         let scope = match &list {
             Some(list) => format!(" for list {list}"),
@@ -158,7 +162,12 @@ impl ShardDeliverability {
 
     /// If `recipient` is the feedback address and this message was not yet processed as a
     /// report, processes it (on the blocking pool): the complaining recipient is suppressed.
-    pub async fn feedback(&self, plan: &mut MessagePlan, message: &Arc<OutboundMessage>, recipient: &str) {
+    pub async fn feedback(
+        &self,
+        plan: &mut MessagePlan,
+        message: &Arc<OutboundMessage>,
+        recipient: &str,
+    ) {
         let Some(address) = &self.shared.feedback_address else {
             return;
         };
@@ -192,7 +201,10 @@ impl ShardDeliverability {
             if plan.shared_prefix.is_none()
                 && let Some(domain) = plan.signing_domain.clone()
             {
-                plan.shared_prefix = self.sign(message, domain, strip, vec![Vec::new()]).await.pop();
+                plan.shared_prefix = self
+                    .sign(message, domain, strip, vec![Vec::new()])
+                    .await
+                    .pop();
             }
             return vec![OutboundJob {
                 prefix: plan.shared_prefix.clone(),
@@ -310,8 +322,12 @@ impl ShardDeliverability {
             glommio::spawn_local(async move {
                 match write.await {
                     Ok(Ok(())) => {}
-                    Ok(Err(e)) => log::error!("cannot suppress {recipient} after its hard bounce: {e}"),
-                    Err(e) => log::error!("cannot suppress {recipient} after its hard bounce: {e:?}"),
+                    Ok(Err(e)) => {
+                        log::error!("cannot suppress {recipient} after its hard bounce: {e}")
+                    }
+                    Err(e) => {
+                        log::error!("cannot suppress {recipient} after its hard bounce: {e:?}")
+                    }
                 }
             })
             .detach();

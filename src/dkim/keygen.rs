@@ -27,7 +27,11 @@ pub fn generate(algorithm: DkimAlgorithm, bits: u32) -> Result<GeneratedKey, Str
                 2048 => KeySize::Rsa2048,
                 3072 => KeySize::Rsa3072,
                 4096 => KeySize::Rsa4096,
-                _ => return Err(format!("--bits {bits}: RSA keys are 2048, 3072 or 4096 bits")),
+                _ => {
+                    return Err(format!(
+                        "--bits {bits}: RSA keys are 2048, 3072 or 4096 bits"
+                    ));
+                }
             };
             let pair = RsaKeyPair::generate(size).map_err(|e| format!("key generation: {e}"))?;
             let private: Pkcs8V1Der = pair.as_der().map_err(|e| format!("key encoding: {e}"))?;
@@ -43,7 +47,9 @@ pub fn generate(algorithm: DkimAlgorithm, bits: u32) -> Result<GeneratedKey, Str
         }
         DkimAlgorithm::Ed25519 => {
             let pair = Ed25519KeyPair::generate().map_err(|e| format!("key generation: {e}"))?;
-            let private = pair.to_pkcs8v1().map_err(|e| format!("key encoding: {e}"))?;
+            let private = pair
+                .to_pkcs8v1()
+                .map_err(|e| format!("key encoding: {e}"))?;
             Ok(GeneratedKey {
                 private_pem: pem("PRIVATE KEY", private.as_ref()),
                 public_b64: STANDARD.encode(pair.public_key().as_ref()),
@@ -102,11 +108,16 @@ mod tests {
     fn rsa_record_is_split_into_255_octet_strings_and_the_key_signs() {
         let key = generate(DkimAlgorithm::Rsa, 2048).unwrap();
         let record = dns_record("example.com", "s2026", &key);
-        assert!(record.starts_with("s2026._domainkey.example.com. IN TXT ( \"v=DKIM1; k=rsa; p=MII"));
+        assert!(
+            record.starts_with("s2026._domainkey.example.com. IN TXT ( \"v=DKIM1; k=rsa; p=MII")
+        );
         let strings = strings_of(&record);
         assert!(strings.len() >= 2, "{record}");
         assert!(strings.iter().all(|s| s.len() <= 255));
-        assert_eq!(strings.concat(), format!("v=DKIM1; k=rsa; p={}", key.public_b64));
+        assert_eq!(
+            strings.concat(),
+            format!("v=DKIM1; k=rsa; p={}", key.public_b64)
+        );
         // The PEM written is one that startup loads and signs with.
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("k.pem");
@@ -123,7 +134,11 @@ mod tests {
         .unwrap()
         .unwrap();
         let header = keys
-            .sign("example.com", b"", b"From: a@example.com\r\nSubject: x\r\n\r\nhi\r\n")
+            .sign(
+                "example.com",
+                b"",
+                b"From: a@example.com\r\nSubject: x\r\n\r\nhi\r\n",
+            )
             .unwrap();
         let header = String::from_utf8(header).unwrap();
         assert!(header.starts_with("DKIM-Signature: "), "{header}");

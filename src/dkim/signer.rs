@@ -130,7 +130,15 @@ impl DkimKeys {
                 Signer::Ed25519(s) => s.sign_chained(chunks),
             }
             .map_err(|e| format!("DKIM signing for {domain} failed: {e}"))?;
-            out.extend_from_slice(signature.to_header().as_bytes());
+            let mut header = signature.to_header();
+            // mail-auth 0.13 folds after a b= value that fills its last line, leaving `b=...\r\n\t;`.
+            // The signed form had no fold there (b= was empty), and verifiers such as dkimpy
+            // keep that whitespace when they blank b=, so the signature would not verify.
+            if header.ends_with("\r\n\t;\r\n") {
+                header.truncate(header.len() - "\r\n\t;\r\n".len());
+                header.push_str(";\r\n");
+            }
+            out.extend_from_slice(header.as_bytes());
         }
         Ok(out)
     }

@@ -160,10 +160,9 @@ pub fn run(mut config: Config) -> Result<(), ServerError> {
         ))
     })?;
 
-    let suppression = crate::suppression::SuppressionList::open(&crate::suppression::path(
-        data_dir,
-    ))
-    .map_err(ServerError::DataDir)?;
+    let suppression =
+        crate::suppression::SuppressionList::open(&crate::suppression::path(data_dir))
+            .map_err(ServerError::DataDir)?;
     // `ringmail suppress` appends to the file; the running server picks it up from there.
     suppression.watch();
     let deliverability = Arc::new(crate::delivery::prepare::Deliverability {

@@ -176,11 +176,13 @@ mod tests {
         assert_eq!(key, (Target::Address("a@b.c".into()), Some("news".into())));
         assert_eq!(entry.reason, "hard bounce  550");
         let del = Change::Del((Target::Domain("b.c".into()), None), 18);
-        assert_eq!(
-            Change::parse(del.to_line().trim_end()).unwrap(),
-            del
-        );
-        for bad in ["add\ta@b.c", "mod\ta@b.c\t-\t1", "add\ta@b.c\tn w\t1", "add\ta@b.c\t-\tx"] {
+        assert_eq!(Change::parse(del.to_line().trim_end()).unwrap(), del);
+        for bad in [
+            "add\ta@b.c",
+            "mod\ta@b.c\t-\t1",
+            "add\ta@b.c\tn w\t1",
+            "add\ta@b.c\t-\tx",
+        ] {
             assert!(Change::parse(bad).is_err(), "{bad:?}");
         }
     }

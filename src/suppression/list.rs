@@ -274,13 +274,23 @@ mod tests {
             3,
         )
         .unwrap();
-        assert_eq!(view.check("BOB@example.com", None).unwrap().1.reason, "bounce");
+        assert_eq!(
+            view.check("BOB@example.com", None).unwrap().1.reason,
+            "bounce"
+        );
         assert!(view.check("anyone@mx.example.net", None).is_some());
         assert!(view.check("carol@example.org", None).is_none());
         assert!(view.check("carol@example.org", Some("other")).is_none());
         assert!(view.check("carol@example.org", Some("news")).is_some());
-        assert!(list.del(Target::parse("bob@example.com").unwrap(), None, 4).unwrap());
-        assert!(!list.del(Target::parse("bob@example.com").unwrap(), None, 4).unwrap());
+        assert!(
+            list.del(Target::parse("bob@example.com").unwrap(), None, 4)
+                .unwrap()
+        );
+        assert!(
+            !list
+                .del(Target::parse("bob@example.com").unwrap(), None, 4)
+                .unwrap()
+        );
         assert!(view.check("bob@example.com", None).is_none());
 
         // Another process (the CLI) appends; a second handle replays the same state.

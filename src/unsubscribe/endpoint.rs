@@ -72,7 +72,10 @@ pub fn handle_post(
         }
     };
     if !is_one_click(body) {
-        return Response::text(400, "Expected the body List-Unsubscribe=One-Click (RFC 8058).\n");
+        return Response::text(
+            400,
+            "Expected the body List-Unsubscribe=One-Click (RFC 8058).\n",
+        );
     }
     let Ok(target) = Target::parse(&claim.recipient) else {
         return Response::text(403, "This unsubscribe link is not valid.\n");
@@ -85,7 +88,10 @@ pub fn handle_post(
                 claim.recipient,
                 claim.list
             );
-            Response::text(200, format!("{} is unsubscribed from {}.\n", claim.recipient, claim.list))
+            Response::text(
+                200,
+                format!("{} is unsubscribed from {}.\n", claim.recipient, claim.list),
+            )
         }
         Err(e) => {
             log::error!("unsubscribe: cannot record {}: {e}", claim.recipient);
@@ -154,9 +160,16 @@ mod tests {
             .encode("weekly\nmallory@example.org\n5");
         let forged = format!("/unsubscribe/{payload}.{mac}");
         let other = TokenKey::new(b"not the server's secret").unwrap();
-        let foreign = format!("/unsubscribe/{}", other.issue("weekly", "bob@example.org", 5));
+        let foreign = format!(
+            "/unsubscribe/{}",
+            other.issue("weekly", "bob@example.org", 5)
+        );
         for bad in [forged.as_str(), &foreign, "/unsubscribe/abc.def"] {
-            assert_eq!(handle_post(&u, &list, bad, one_click, 6).status, 403, "{bad}");
+            assert_eq!(
+                handle_post(&u, &list, bad, one_click, 6).status,
+                403,
+                "{bad}"
+            );
         }
         assert_eq!(handle_post(&u, &list, "/other", one_click, 6).status, 404);
         assert!(list.snapshot().is_empty());
@@ -167,7 +180,10 @@ mod tests {
         let (key, entry) = snapshot.iter().next().unwrap();
         assert_eq!(
             key,
-            &(Target::Address("bob@example.org".into()), Some("weekly".into()))
+            &(
+                Target::Address("bob@example.org".into()),
+                Some("weekly".into())
+            )
         );
         assert_eq!(entry.since, 6);
     }

@@ -60,7 +60,10 @@ impl Unsubscriber {
             return check_list_name(name).is_ok().then(|| name.to_string());
         }
         let from = from_domain?;
-        self.domains.iter().any(|d| d == from).then(|| from.to_string())
+        self.domains
+            .iter()
+            .any(|d| d == from)
+            .then(|| from.to_string())
     }
 
     /// The URL a recipient's token is served at.
@@ -77,7 +80,10 @@ impl Unsubscriber {
     pub fn header_fields(&self, list: &str, recipient: &str, now: u64) -> Vec<u8> {
         let mut value = String::new();
         if !self.mailto.is_empty() {
-            value.push_str(&format!("<mailto:{}?subject=unsubscribe%20{list}>,\r\n ", self.mailto));
+            value.push_str(&format!(
+                "<mailto:{}?subject=unsubscribe%20{list}>,\r\n ",
+                self.mailto
+            ));
         }
         value.push_str(&format!("<{}>", self.url(list, recipient, now)));
         format!(
@@ -129,7 +135,9 @@ mod tests {
         let mut lines = fields.split("\r\n");
         assert_eq!(
             lines.next(),
-            Some("List-Unsubscribe: <mailto:unsubscribe@example.com?subject=unsubscribe%20weekly>,")
+            Some(
+                "List-Unsubscribe: <mailto:unsubscribe@example.com?subject=unsubscribe%20weekly>,"
+            )
         );
         let url = lines.next().unwrap();
         let token = url

@@ -119,7 +119,10 @@ mod tests {
             key.verify(&format!("{forged_payload}.{mac}")),
             Err(TokenError::BadSignature)
         );
-        assert!(key.verify(&format!("{payload}.{}", &mac[..mac.len() - 4])).is_err());
+        assert!(
+            key.verify(&format!("{payload}.{}", &mac[..mac.len() - 4]))
+                .is_err()
+        );
         let mallory = key.issue("news", "mallory@example.com", 1);
         let (_, mallory_mac) = mallory.split_once('.').unwrap();
         assert_eq!(
