@@ -1,12 +1,13 @@
 //! One line of the suppression file: an `add` or a `del` of an address or a whole domain,
 //! optionally for one list only (what a one-click unsubscribe records), with its time and
-//! reason. The file is a log of these lines, read in order; the last word on a key wins.
+//! reason. The file is a log of these lines, read in order; the last word on a key wins. The
+//! fields are separated by tabs (shown as `<TAB>` here); `-` is "no list".
 //!
 //! ```text
-//! add	bob@example.com	-	1764790000	hard bounce: mx.example.com said: 550 5.1.1 no such user
-//! add	example.net	-	1764790100	operator
-//! add	carol@example.org	news	1764790200	one-click unsubscribe
-//! del	bob@example.com	-	1764790300
+//! add<TAB>bob@example.com<TAB>-<TAB>1764790000<TAB>hard bounce: mx.example.com said: 550 5.1.1 no such user
+//! add<TAB>example.net<TAB>-<TAB>1764790100<TAB>operator
+//! add<TAB>carol@example.org<TAB>news<TAB>1764790200<TAB>one-click unsubscribe
+//! del<TAB>bob@example.com<TAB>-<TAB>1764790300
 //! ```
 
 use std::fmt;
