@@ -76,7 +76,8 @@ pub enum DkimAlgorithm {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SuppressionSection {
-    /// A remote 5xx for a recipient (a hard bounce) adds it to the list.
+    /// A remote refusal that says the mailbox is bad (5.1.x, 5.2.1: a hard bounce) adds the
+    /// recipient to the list.
     pub auto_on_hard_bounce: bool,
 }
 

@@ -294,8 +294,9 @@ impl ShardDeliverability {
         }
     }
 
-    /// After an attempt: a recipient that a remote server refused permanently (5xx) is added
-    /// to the suppression list, when `auto_on_hard_bounce` is on. The write happens on the
+    /// After an attempt: a recipient that a remote server refused permanently as a bad mailbox
+    /// (a hard bounce: 5.1.x, 5.2.1) is added to the suppression list, when
+    /// `auto_on_hard_bounce` is on. The write happens on the
     /// blocking pool, in the background.
     pub fn learn_from_reports(&self, reports: &[(String, &RecipientReport)]) {
         if !self.shared.auto_on_hard_bounce {
@@ -303,10 +304,7 @@ impl ShardDeliverability {
         }
         for (recipient, report) in reports {
             let detail = &report.detail;
-            let hard = report.status == DeliveryStatus::Failed
-                && detail.code.0 == 5
-                && detail.remote_mta.is_some()
-                && detail.diagnostic.is_some();
+            let hard = is_hard_bounce(report);
             if !hard {
                 continue;
             }
@@ -333,6 +331,21 @@ impl ShardDeliverability {
             .detach();
         }
     }
+}
+
+/// Whether a report is a hard bounce: a remote refusal that says the mailbox is bad (5.1.x but
+/// the sender-address codes 5.1.7 and 5.1.8; 5.2.1 disabled). A policy or content refusal
+/// (5.7.x), a refused MAIL FROM or a reply without an enhanced code says nothing against the
+/// recipient and must not suppress it.
+fn is_hard_bounce(report: &RecipientReport) -> bool {
+    let detail = &report.detail;
+    let StatusCode(class, subject, code) = detail.code;
+    let bad_mailbox =
+        class == 5 && ((subject == 1 && !matches!(code, 7 | 8)) || (subject == 2 && code == 1));
+    report.status == DeliveryStatus::Failed
+        && bad_mailbox
+        && detail.remote_mta.is_some()
+        && detail.diagnostic.is_some()
 }
 
 /// The unfolded value of the first `name:` field in a header block.
@@ -384,6 +397,39 @@ pub fn strip_field(message: &[u8], name: &str) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_bad_mailbox_refusals_are_hard_bounces() {
+        let remote = |code: StatusCode, status: DeliveryStatus| RecipientReport {
+            status,
+            detail: Detail {
+                code,
+                text: String::new(),
+                remote_mta: Some("mx.example [192.0.2.1]".into()),
+                diagnostic: Some("550 no".into()),
+                note: None,
+            },
+        };
+        let failed = DeliveryStatus::Failed;
+        for (code, hard) in [
+            (StatusCode(5, 1, 1), true),
+            (StatusCode(5, 1, 10), true),
+            (StatusCode(5, 2, 1), true),
+            (StatusCode(5, 1, 8), false),
+            (StatusCode(5, 7, 1), false),
+            (StatusCode(5, 0, 0), false),
+            (StatusCode(5, 2, 2), false),
+        ] {
+            assert_eq!(is_hard_bounce(&remote(code, failed)), hard, "{code}");
+        }
+        let deferred = DeliveryStatus::Deferred { counts: true };
+        assert!(!is_hard_bounce(&remote(StatusCode(4, 1, 1), deferred)));
+        let local = RecipientReport {
+            status: failed,
+            detail: Detail::local(StatusCode(5, 1, 1), "no mailbox"),
+        };
+        assert!(!is_hard_bounce(&local));
+    }
 
     #[test]
     fn the_list_field_is_read_and_stripped() {
