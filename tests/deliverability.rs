@@ -519,8 +519,15 @@ fn a_bad_dkim_key_stops_startup_naming_its_file() {
         err.contains("dkim.keys") && err.contains(&key.display().to_string()),
         "{err}"
     );
+    // file:line: key, the line being the [[dkim.keys]] entry's.
+    let line_of_keys = std::fs::read_to_string(&path)
+        .unwrap()
+        .lines()
+        .position(|l| l == "[[dkim.keys]]")
+        .unwrap()
+        + 1;
     assert!(
-        err.contains(":14:") || err.contains("ringmail.toml:"),
+        err.contains(&format!("ringmail.toml:{line_of_keys}: dkim.keys: ")),
         "{err}"
     );
 }
