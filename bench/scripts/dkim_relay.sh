@@ -58,6 +58,9 @@ for mode in $MODES; do [[ $mode =~ ^(off|rsa|ed25519)$ ]] || die "bad mode $mode
 read -r -a MODE_LIST <<<"$MODES"
 
 WORK=$(mktemp -d /tmp/ringmail-dkim-bench.XXXXXX)
+# ringmail (as nobody) must traverse the work dir to its data dir; the keys stay root-only (read
+# before the privilege drop).
+chmod 755 "$WORK"
 SHM=$(mktemp -d /dev/shm/ringmail-dkim-sink.XXXXXX)
 COUNTER=$SHM/counter
 CAPTURE=$SHM/capture
@@ -86,7 +89,7 @@ wait_listening "$SINK_PORT" "$SINK_PID" smtp-sink || die "smtp-sink did not star
 log "smtp-sink (pid $SINK_PID) on 127.0.0.1:$SINK_PORT"
 
 # --- keys -------------------------------------------------------------------------------------
-mkdir -p "$WORK/keys"
+mkdir -m 700 -p "$WORK/keys"
 "$RINGMAIL" dkim keygen sender.test bench-rsa --algorithm rsa --bits 2048 --dir "$WORK/keys" >"$WORK/keys/rsa.txt" 2>/dev/null
 "$RINGMAIL" dkim keygen sender.test bench-ed --algorithm ed25519 --dir "$WORK/keys" >"$WORK/keys/ed25519.txt" 2>/dev/null
 
