@@ -12,6 +12,7 @@
 //! - `control`: queue control on the running server (flush, delete, bounce, pause, resume).
 //! - `server`: one shard's wiring: listeners, queue, scheduler, shutdown.
 //! - `cli`: the `ringmail` command line.
+//! - `redis_client`: Redis for the shards, on the sidecar (shared shaping limits).
 
 pub mod auth;
 pub mod blocking;
@@ -27,6 +28,7 @@ pub mod logging;
 pub mod mailbox;
 pub mod pop3;
 pub mod queue;
+pub mod redis_client;
 pub mod relay;
 pub mod server;
 pub mod sidecar;

@@ -78,6 +78,7 @@ async fn start(
         super::relay::owner_settings(config, ctx.count())?,
         setup.resolver.clone(),
         shutdown.clone(),
+        super::relay::shaping(setup, id)?,
     );
     glommio::spawn_local(serve_inbox(ctx.clone(), Rc::clone(&owner))).detach();
     let scheduler = Scheduler::new(
@@ -95,7 +96,11 @@ async fn start(
             mail_root: config.mail_root(),
             hostname: config.server.hostname.clone(),
         },
-        RelayTransport::new(ctx.clone()),
+        RelayTransport::new(ctx.clone()).with_shaping(
+            crate::relay::shaping::ShapingRules::from_config(&config.relay),
+            crate::relay::pools::Pools::from_config(&config.relay),
+            setup.resolver.clone(),
+        ),
     );
     scheduler.resume(recovered);
 

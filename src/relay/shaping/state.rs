@@ -1,0 +1,395 @@
+//! The owner shard's shaping state: per key and per (key, source address), the open
+//! connections, the rate limiter, and the suspensions and slowdowns that backoff rules set.
+//! All of it lives on the one shard that owns the key (see the module docs of `shaping`), in
+//! plain `RefCell`s.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use log::warn;
+
+use super::gcra::{Gcra, Pace};
+use super::redis_limit::RedisLimiter;
+use super::{Limits, ShapingKey, ShapingRules};
+use crate::config::BackoffScope;
+use crate::relay::backoff::{Action, BackoffRules};
+use crate::relay::pools::{PoolId, Pools, RoundRobin, SourceId};
+use crate::relay::suspensions::{Hold, HoldKind, SuspensionBoard};
+
+/// A suspension or slowdown in force.
+#[derive(Debug, Clone)]
+struct Timed {
+    until: Instant,
+    public: Hold,
+}
+
+#[derive(Debug, Default)]
+struct Restrictions {
+    suspended: Option<Timed>,
+    slowed: Option<(Timed, Pace)>,
+}
+
+impl Restrictions {
+    fn suspended_for(&self, now: Instant) -> Option<Duration> {
+        self.suspended
+            .as_ref()
+            .filter(|t| t.until > now)
+            .map(|t| t.until - now)
+    }
+
+    fn slow_pace(&self, now: Instant) -> Option<Pace> {
+        self.slowed
+            .as_ref()
+            .filter(|(t, _)| t.until > now)
+            .map(|(_, pace)| *pace)
+    }
+
+    fn is_idle(&self, now: Instant) -> bool {
+        self.suspended_for(now).is_none() && self.slow_pace(now).is_none()
+    }
+}
+
+#[derive(Debug, Default)]
+struct KeyState {
+    restrictions: Restrictions,
+    /// Jobs in this key's queues that no worker has taken yet.
+    queued: usize,
+}
+
+#[derive(Debug, Default)]
+struct SourceState {
+    connections: usize,
+    gcra: Gcra,
+    restrictions: Restrictions,
+}
+
+/// Why a job may not be sent now and will not wait for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TooLong {
+    Suspended(Duration),
+    Rate(Duration),
+}
+
+/// One shard's shaping: the rules, and the state of the keys it owns.
+pub struct Shaping {
+    pub rules: ShapingRules,
+    pub backoff: BackoffRules,
+    pub pools: Pools,
+    redis: Option<RedisLimiter>,
+    board: Arc<SuspensionBoard>,
+    shard: usize,
+    keys: RefCell<HashMap<ShapingKey, KeyState>>,
+    sources: RefCell<HashMap<(ShapingKey, SourceId), SourceState>>,
+    round_robin: RefCell<HashMap<(PoolId, ShapingKey), RoundRobin>>,
+}
+
+impl Shaping {
+    pub fn new(
+        rules: ShapingRules,
+        backoff: BackoffRules,
+        pools: Pools,
+        redis: Option<RedisLimiter>,
+        board: Arc<SuspensionBoard>,
+        shard: usize,
+    ) -> Shaping {
+        Shaping {
+            rules,
+            backoff,
+            pools,
+            redis,
+            board,
+            shard,
+            keys: RefCell::new(HashMap::new()),
+            sources: RefCell::new(HashMap::new()),
+            round_robin: RefCell::new(HashMap::new()),
+        }
+    }
+
+    pub fn limits(&self, key: &ShapingKey) -> Limits {
+        self.rules.limits(key)
+    }
+
+    /// A job for `key` arrives from `pool`. `Err` when the jobs already waiting would keep it
+    /// past `shaping_max_wait_secs` (the caller defers it without using up a retry).
+    pub fn admit(&self, key: &ShapingKey, pool: PoolId) -> Result<(), TooLong> {
+        let now = Instant::now();
+        let mut keys = self.keys.borrow_mut();
+        let state = keys.entry(key.clone()).or_default();
+        if let Some(left) = state.restrictions.suspended_for(now)
+            && left > self.rules.max_wait
+        {
+            return Err(TooLong::Suspended(left));
+        }
+        let pace = self.pace(key, None, &state.restrictions, now);
+        if let Some(pace) = pace {
+            let sources = self.pools.members(pool).len().max(1) as u32;
+            let ahead = u32::try_from(state.queued).unwrap_or(u32::MAX);
+            let wait = pace.interval.saturating_mul(ahead) / sources;
+            if wait > self.rules.max_wait {
+                return Err(TooLong::Rate(wait));
+            }
+        }
+        state.queued += 1;
+        Ok(())
+    }
+
+    /// A worker took a job that [`Shaping::admit`] let in.
+    pub fn taken(&self, key: &ShapingKey) {
+        if let Some(state) = self.keys.borrow_mut().get_mut(key) {
+            state.queued = state.queued.saturating_sub(1);
+        }
+    }
+
+    /// Chooses the source for a new connection to `key` from `pool`, and counts it: the next
+    /// source by weight that is under its connection limit, preferring those not suspended.
+    /// `None` when every source is at the limit.
+    pub fn open_connection(&self, key: &ShapingKey, pool: PoolId) -> Option<SourceId> {
+        let limit = self.limits(key).max_connections;
+        let now = Instant::now();
+        let members = self.pools.members(pool);
+        let mut sources = self.sources.borrow_mut();
+        let has_room = |sources: &HashMap<(ShapingKey, SourceId), SourceState>, s: SourceId| {
+            let open = sources.get(&(key.clone(), s)).map_or(0, |st| st.connections);
+            limit.is_none_or(|max| open < max)
+        };
+        let mut round_robin = self.round_robin.borrow_mut();
+        let rr = round_robin.entry((pool, key.clone())).or_default();
+        let picked = rr
+            .pick(members, |s| {
+                has_room(&sources, s)
+                    && sources
+                        .get(&(key.clone(), s))
+                        .is_none_or(|st| st.restrictions.suspended_for(now).is_none())
+            })
+            .or_else(|| rr.pick(members, |s| has_room(&sources, s)))?;
+        sources
+            .entry((key.clone(), picked))
+            .or_default()
+            .connections += 1;
+        Some(picked)
+    }
+
+    /// A connection (or a worker that was to open one) has ended.
+    pub fn close_connection(&self, key: &ShapingKey, source: SourceId) {
+        let now = Instant::now();
+        let mut sources = self.sources.borrow_mut();
+        let entry = (key.clone(), source);
+        if let Some(state) = sources.get_mut(&entry) {
+            state.connections = state.connections.saturating_sub(1);
+            if state.connections == 0 && state.gcra.is_idle(now) && state.restrictions.is_idle(now)
+            {
+                sources.remove(&entry);
+            }
+        }
+        drop(sources);
+        let mut keys = self.keys.borrow_mut();
+        if keys
+            .get(key)
+            .is_some_and(|k| k.queued == 0 && k.restrictions.is_idle(now))
+        {
+            keys.remove(key);
+        }
+    }
+
+    /// Waits until one more message may go to `key` from `source`: through any suspension and
+    /// the rate. `Err` when that would take longer than `shaping_max_wait_secs`.
+    pub async fn wait_turn(&self, key: &ShapingKey, source: SourceId) -> Result<(), TooLong> {
+        loop {
+            let now = Instant::now();
+            let (suspended, pace) = {
+                let keys = self.keys.borrow();
+                let sources = self.sources.borrow();
+                let key_r = keys.get(key).map(|k| &k.restrictions);
+                let src_r = sources.get(&(key.clone(), source)).map(|s| &s.restrictions);
+                let suspended = [key_r, src_r]
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|r| r.suspended_for(now))
+                    .max();
+                let pace = self.pace(
+                    key,
+                    src_r,
+                    key_r.unwrap_or(&Restrictions::default()),
+                    now,
+                );
+                (suspended, pace)
+            };
+            if let Some(left) = suspended {
+                if left > self.rules.max_wait {
+                    return Err(TooLong::Suspended(left));
+                }
+                glommio::timer::sleep(left).await;
+                continue;
+            }
+            let Some(pace) = pace else {
+                return Ok(());
+            };
+            let wait = match self.take_shared(key, source, pace).await {
+                Some(turn) => turn,
+                None => self.take_local(key, source, pace, now),
+            };
+            match wait {
+                Ok(()) => return Ok(()),
+                Err(wait) if wait > self.rules.max_wait => return Err(TooLong::Rate(wait)),
+                Err(wait) => glommio::timer::sleep(wait).await,
+            }
+        }
+    }
+
+    fn take_local(
+        &self,
+        key: &ShapingKey,
+        source: SourceId,
+        pace: Pace,
+        now: Instant,
+    ) -> Result<(), Duration> {
+        self.sources
+            .borrow_mut()
+            .entry((key.clone(), source))
+            .or_default()
+            .gcra
+            .try_take(now, pace)
+    }
+
+    async fn take_shared(
+        &self,
+        key: &ShapingKey,
+        source: SourceId,
+        pace: Pace,
+    ) -> Option<Result<(), Duration>> {
+        let redis = self.redis.as_ref()?;
+        // The unbound source is "this operator's mail", shared by every node; a bound address
+        // is counted on its own, as the provider sees it.
+        let name = match self.pools.source(source).address {
+            Some(ip) => format!("{}|{ip}", key_name(key)),
+            None => key_name(key),
+        };
+        redis.try_take(&name, pace).await
+    }
+
+    /// The strictest pace for `key` (and `source`): its limits, and any slowdown in force.
+    fn pace(
+        &self,
+        key: &ShapingKey,
+        source: Option<&Restrictions>,
+        key_restrictions: &Restrictions,
+        now: Instant,
+    ) -> Option<Pace> {
+        [
+            self.limits(key).pace,
+            key_restrictions.slow_pace(now),
+            source.and_then(|r| r.slow_pace(now)),
+        ]
+        .into_iter()
+        .flatten()
+        .reduce(Pace::stricter)
+    }
+
+    /// Applies every backoff rule `reply` matches, for `key` and the `source` that heard it.
+    /// Returns whether it suspended anything (the caller then closes the connection).
+    pub fn observe_reply(&self, key: &ShapingKey, source: SourceId, reply: &str) -> bool {
+        if self.backoff.is_empty() {
+            return false;
+        }
+        let now = Instant::now();
+        let wall = SystemTime::now();
+        let mut suspended = false;
+        let mut changed = false;
+        for rule in self.backoff.matching(reply) {
+            let source_text = self
+                .pools
+                .source(source)
+                .address
+                .map(|ip| ip.to_string());
+            let public = |kind: HoldKind| Hold {
+                destination: key.to_string(),
+                source: match rule.scope {
+                    BackoffScope::Source => source_text.clone(),
+                    BackoffScope::Destination => None,
+                },
+                kind,
+                until: wall + rule.duration,
+                rule: rule.name.clone(),
+                reply: reply.chars().take(200).collect(),
+            };
+            let mut keys = self.keys.borrow_mut();
+            let mut sources = self.sources.borrow_mut();
+            let restrictions = match rule.scope {
+                BackoffScope::Destination => {
+                    &mut keys.entry(key.clone()).or_default().restrictions
+                }
+                BackoffScope::Source => {
+                    &mut sources
+                        .entry((key.clone(), source))
+                        .or_default()
+                        .restrictions
+                }
+            };
+            let until = now + rule.duration;
+            match rule.action {
+                Action::Suspend => {
+                    if restrictions.suspended.as_ref().is_none_or(|t| t.until < until) {
+                        restrictions.suspended = Some(Timed {
+                            until,
+                            public: public(HoldKind::Suspended),
+                        });
+                    }
+                    suspended = true;
+                }
+                Action::Slow(pace) => {
+                    restrictions.slowed = Some((
+                        Timed {
+                            until,
+                            public: public(HoldKind::Slowed(pace.interval)),
+                        },
+                        pace,
+                    ));
+                }
+            }
+            changed = true;
+            warn!(
+                "relay to {key}: backoff rule {} matched `{reply}`: {} for {} s",
+                rule.name,
+                match rule.action {
+                    Action::Suspend => "suspended",
+                    Action::Slow(_) => "slowed",
+                },
+                rule.duration.as_secs()
+            );
+        }
+        if changed {
+            self.publish(now);
+        }
+        suspended
+    }
+
+    /// Copies this shard's holds to the board.
+    fn publish(&self, now: Instant) {
+        let keys = self.keys.borrow();
+        let sources = self.sources.borrow();
+        let mut holds = Vec::new();
+        for restrictions in keys
+            .values()
+            .map(|k| &k.restrictions)
+            .chain(sources.values().map(|s| &s.restrictions))
+        {
+            if let Some(t) = restrictions.suspended.as_ref().filter(|t| t.until > now) {
+                holds.push(t.public.clone());
+            }
+            if let Some((t, _)) = restrictions.slowed.as_ref().filter(|(t, _)| t.until > now) {
+                holds.push(t.public.clone());
+            }
+        }
+        self.board.publish(self.shard, holds);
+    }
+}
+
+/// The key's name in Redis: `provider:google`, `domain:example.com`.
+fn key_name(key: &ShapingKey) -> String {
+    match key {
+        ShapingKey::Provider(name) => format!("provider:{name}"),
+        ShapingKey::Domain(name) => format!("domain:{name}"),
+    }
+}
