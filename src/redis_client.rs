@@ -41,9 +41,11 @@ impl RedisClient {
     pub fn start(sidecar: &Sidecar, url: &str, timeout: Duration) -> Result<RedisClient, String> {
         let client = redis::Client::open(url).map_err(|e| format!("redis url {url}: {e}"))?;
         let (requests, incoming) = flume::unbounded::<Request>();
-        sidecar
-            .handle()
-            .spawn(serve(client, incoming, timeout.max(Duration::from_millis(1))));
+        sidecar.handle().spawn(serve(
+            client,
+            incoming,
+            timeout.max(Duration::from_millis(1)),
+        ));
         Ok(RedisClient { requests })
     }
 
@@ -85,8 +87,7 @@ async fn serve(client: redis::Client, incoming: flume::Receiver<Request>, timeou
     let mut manager: Option<redis::aio::ConnectionManager> = None;
     let mut last_failure: Option<Instant> = None;
     while let Ok(request) = incoming.recv_async().await {
-        if manager.is_none() && last_failure.is_none_or(|t| t.elapsed() >= Duration::from_secs(1))
-        {
+        if manager.is_none() && last_failure.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
             let config = redis::aio::ConnectionManagerConfig::new()
                 .set_connection_timeout(timeout)
                 .set_response_timeout(timeout)
@@ -107,7 +108,10 @@ async fn serve(client: redis::Client, incoming: flume::Receiver<Request>, timeou
                     last_failure = Some(Instant::now());
                 }
                 Err(_) => {
-                    warn!("redis: cannot connect within {} ms", timeout.as_millis() * 2);
+                    warn!(
+                        "redis: cannot connect within {} ms",
+                        timeout.as_millis() * 2
+                    );
                     last_failure = Some(Instant::now());
                 }
             }

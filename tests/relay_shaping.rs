@@ -119,7 +119,14 @@ fn a_limited_domain_keeps_its_limits_across_shards_while_others_flow() {
     let shards: std::collections::BTreeSet<&str> = log
         .lines()
         .filter(|l| l.contains(" to x@slow.test via "))
-        .filter_map(|l| l.split("relay ").nth(1)?.split(' ').next()?.split('.').nth(1))
+        .filter_map(|l| {
+            l.split("relay ")
+                .nth(1)?
+                .split(' ')
+                .next()?
+                .split('.')
+                .nth(1)
+        })
         .collect();
     assert_eq!(shards.len(), 2, "queued on shards {shards:?}; log:\n{log}");
 }
@@ -151,7 +158,11 @@ fn domains_on_one_provider_share_its_limit() {
     let times: Vec<Instant> = receiver.transactions().iter().map(|t| t.at).collect();
     // Alone, each domain could go at 4/s on a connection of its own; rolled up, the two share
     // one connection at a time and one pace.
-    assert_paced(&times, Duration::from_millis(250), Duration::from_millis(150));
+    assert_paced(
+        &times,
+        Duration::from_millis(250),
+        Duration::from_millis(150),
+    );
     assert_eq!(receiver.max_concurrent(), 1);
     let rcpts: Vec<String> = receiver
         .transactions()
@@ -179,7 +190,13 @@ fn pool_sources_are_bound_in_their_weights_with_their_own_helo() {
          [relay.pools.lists]\nsources = [{ address = \"127.0.0.4\", helo = \"four.example.test\" }]\n",
     );
     send_parallel(&relay.server, "a@example.test", "x@pools.test", 8, 2);
-    send_parallel(&relay.server, "news@lists.example.test", "y@pools.test", 3, 1);
+    send_parallel(
+        &relay.server,
+        "news@lists.example.test",
+        "y@pools.test",
+        3,
+        1,
+    );
     assert!(
         wait_until(30, || receiver.transactions().len() == 11),
         "got {}; log:\n{}",
@@ -384,7 +401,11 @@ fn two_nodes_sharing_redis_keep_one_limit_together() {
     );
     // Each node alone may send 4/s; together they still send no more than 4/s.
     let times: Vec<Instant> = receiver.transactions().iter().map(|t| t.at).collect();
-    assert_paced(&times, Duration::from_millis(250), Duration::from_millis(150));
+    assert_paced(
+        &times,
+        Duration::from_millis(250),
+        Duration::from_millis(150),
+    );
     let senders: Vec<String> = receiver
         .transactions()
         .iter()
@@ -419,8 +440,8 @@ fn bad_shaping_settings_are_refused_with_their_key() {
         .arg(&path)
         .output()
         .unwrap();
-    let text = String::from_utf8_lossy(&out.stderr).into_owned()
-        + &String::from_utf8_lossy(&out.stdout);
+    let text =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
     assert!(!out.status.success(), "{text}");
     for key in [
         "relay.default_pool",

@@ -284,7 +284,10 @@ fn check_shaping(config: &Config, p: &mut Problems) {
         if name == "*" {
         } else if name.contains('.') {
             check_domain(p, &key, name);
-        } else if !providers.iter().any(|known| known.eq_ignore_ascii_case(name)) {
+        } else if !providers
+            .iter()
+            .any(|known| known.eq_ignore_ascii_case(name))
+        {
             p.add(
                 &key,
                 format!(
@@ -311,9 +314,15 @@ fn check_shaping(config: &Config, p: &mut Problems) {
                 );
             }
             if source.weight == 0 {
-                p.add(&key, format!("{}: weight must be at least 1", source.address));
+                p.add(
+                    &key,
+                    format!("{}: weight must be at least 1", source.address),
+                );
             }
-            if source.helo.contains(|c: char| c.is_whitespace() || c == '/') {
+            if source
+                .helo
+                .contains(|c: char| c.is_whitespace() || c == '/')
+            {
                 p.add(&key, format!("`{}` is not a host name", source.helo));
             }
         }

@@ -75,6 +75,9 @@ pub struct RelayTransport {
 /// Domains remembered in [`RelayTransport`]'s key cache before it starts over.
 const KEY_CACHE_SIZE: usize = 100_000;
 
+/// How long a domain whose MX lookup failed is its own key before the origin asks again.
+const FAILED_LOOKUP_TTL: std::time::Duration = std::time::Duration::from_secs(30);
+
 impl RelayTransport {
     pub fn new(shard: shards::ShardContext<MeshMessage>) -> RelayTransport {
         let shard_count = shard.count();
@@ -117,19 +120,26 @@ impl RelayTransport {
         {
             return key.clone();
         }
-        let key = match resolver.mx(domain).await {
-            Ok(MxAnswer::Hosts(records)) => self
-                .rules
-                .key_from_mx(domain, records.iter().map(|mx| mx.exchange.as_str())),
-            Ok(_) => ShapingKey::Domain(domain.clone()),
-            // Not remembered: the next message asks again.
-            Err(_) => return ShapingKey::Domain(domain.clone()),
+        let (key, ttl) = match resolver.mx(domain).await {
+            Ok(MxAnswer::Hosts(records)) => (
+                self.rules
+                    .key_from_mx(domain, records.iter().map(|mx| mx.exchange.as_str())),
+                KEY_CACHE_TTL,
+            ),
+            Ok(_) => (ShapingKey::Domain(domain.clone()), KEY_CACHE_TTL),
+            // Remembered briefly, so that a DNS outage costs each message one wait (at the
+            // owner), not two.
+            Err(_) => (ShapingKey::Domain(domain.clone()), FAILED_LOOKUP_TTL),
         };
         let mut keys = self.keys.borrow_mut();
         if keys.len() >= KEY_CACHE_SIZE {
             keys.clear();
         }
-        keys.insert(domain.clone(), (key.clone(), Instant::now()));
+        // Stored with a start time that makes it expire after `ttl` under `KEY_CACHE_TTL`.
+        let at = Instant::now()
+            .checked_sub(KEY_CACHE_TTL.saturating_sub(ttl))
+            .unwrap_or_else(Instant::now);
+        keys.insert(domain.clone(), (key.clone(), at));
         key
     }
 

@@ -76,7 +76,11 @@ impl Pools {
                     helo,
                 };
                 // One address in two pools is one source: its limits are shared.
-                let id = match pools.sources.iter().position(|s| s.address == Some(address)) {
+                let id = match pools
+                    .sources
+                    .iter()
+                    .position(|s| s.address == Some(address))
+                {
                     Some(id) => id,
                     None => {
                         pools.sources.push(wanted);
@@ -99,7 +103,9 @@ impl Pools {
         }
         for (domain, pool) in &relay.pool_by_sender_domain {
             if let Some(&id) = ids.get(pool) {
-                pools.by_sender_domain.insert(domain.to_ascii_lowercase(), id);
+                pools
+                    .by_sender_domain
+                    .insert(domain.to_ascii_lowercase(), id);
             }
         }
         pools
@@ -171,7 +177,9 @@ mod tests {
     fn weighted_round_robin_gives_exact_shares() {
         let members = [(1, 3), (2, 1)];
         let mut rr = RoundRobin::default();
-        let picks: Vec<SourceId> = (0..8).map(|_| rr.pick(&members, |_| true).unwrap()).collect();
+        let picks: Vec<SourceId> = (0..8)
+            .map(|_| rr.pick(&members, |_| true).unwrap())
+            .collect();
         assert_eq!(picks.iter().filter(|&&s| s == 1).count(), 6);
         assert_eq!(picks.iter().filter(|&&s| s == 2).count(), 2);
         // Smooth: the light source is not starved until the end of a round.

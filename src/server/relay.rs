@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use crate::config::{Config, TlsPolicySetting};
 use crate::dns::DnsSettings;
-use crate::relay::client::{ClientSettings, TlsMode};
 use crate::relay::backoff::BackoffRules;
+use crate::relay::client::{ClientSettings, TlsMode};
 use crate::relay::destination::OwnerSettings;
 use crate::relay::pools::Pools;
 use crate::relay::shaping::ShapingRules;
@@ -68,7 +68,8 @@ pub fn owner_settings(config: &Config, shard_count: usize) -> Result<OwnerSettin
 /// shared limits in Redis when configured, and the board it publishes suspensions on.
 pub fn shaping(setup: &super::Setup, shard: usize) -> Result<Shaping, String> {
     let relay = &setup.config.relay;
-    let backoff = BackoffRules::from_config(relay).map_err(|(key, message)| format!("{key}: {message}"))?;
+    let backoff =
+        BackoffRules::from_config(relay).map_err(|(key, message)| format!("{key}: {message}"))?;
     let redis = setup
         .redis
         .clone()

@@ -476,11 +476,7 @@ fn serve(
                         .unwrap_or(&script.final_reply)
                         .clone();
                     t.at = Instant::now();
-                    shared
-                        .replies
-                        .lock()
-                        .unwrap()
-                        .push((t.at, reply.clone()));
+                    shared.replies.lock().unwrap().push((t.at, reply.clone()));
                     if reply.starts_with('2') {
                         shared.transactions.lock().unwrap().push(t);
                     }

@@ -151,7 +151,10 @@ mod tests {
                 .iter()
                 .take_while(|s| **s < *t + Duration::from_secs(60))
                 .count();
-            assert!(in_window <= 100, "{in_window} in the minute from message {i}");
+            assert!(
+                in_window <= 100,
+                "{in_window} in the minute from message {i}"
+            );
         }
     }
 }

@@ -252,7 +252,11 @@ impl ShapingRules {
 /// `.example.com` (lowercase, leading dot) from `example.com` or `.Example.COM.`.
 fn normalize_suffix(suffix: &str) -> String {
     let s = suffix.trim().trim_end_matches('.').to_ascii_lowercase();
-    if s.starts_with('.') { s } else { format!(".{s}") }
+    if s.starts_with('.') {
+        s
+    } else {
+        format!(".{s}")
+    }
 }
 
 /// The built-in settings of a provider name (none for anything else).
@@ -326,7 +330,10 @@ mod tests {
             (&["rollup.test"], ShapingKey::Provider("rollup".into())),
             (&["notrollup.test"], ShapingKey::Domain("d.test".into())),
             // Turned off by an empty list.
-            (&["mx01.mail.icloud.com"], ShapingKey::Domain("d.test".into())),
+            (
+                &["mx01.mail.icloud.com"],
+                ShapingKey::Domain("d.test".into()),
+            ),
             (&[], ShapingKey::Domain("d.test".into())),
         ];
         for (hosts, want) in cases {

@@ -151,7 +151,9 @@ impl Shaping {
         let members = self.pools.members(pool);
         let mut sources = self.sources.borrow_mut();
         let has_room = |sources: &HashMap<(ShapingKey, SourceId), SourceState>, s: SourceId| {
-            let open = sources.get(&(key.clone(), s)).map_or(0, |st| st.connections);
+            let open = sources
+                .get(&(key.clone(), s))
+                .map_or(0, |st| st.connections);
             limit.is_none_or(|max| open < max)
         };
         let mut round_robin = self.round_robin.borrow_mut();
@@ -208,12 +210,7 @@ impl Shaping {
                     .flatten()
                     .filter_map(|r| r.suspended_for(now))
                     .max();
-                let pace = self.pace(
-                    key,
-                    src_r,
-                    key_r.unwrap_or(&Restrictions::default()),
-                    now,
-                );
+                let pace = self.pace(key, src_r, key_r.unwrap_or(&Restrictions::default()), now);
                 (suspended, pace)
             };
             if let Some(left) = suspended {
@@ -298,11 +295,7 @@ impl Shaping {
         let mut suspended = false;
         let mut changed = false;
         for rule in self.backoff.matching(reply) {
-            let source_text = self
-                .pools
-                .source(source)
-                .address
-                .map(|ip| ip.to_string());
+            let source_text = self.pools.source(source).address.map(|ip| ip.to_string());
             let public = |kind: HoldKind| Hold {
                 destination: key.to_string(),
                 source: match rule.scope {
@@ -317,9 +310,7 @@ impl Shaping {
             let mut keys = self.keys.borrow_mut();
             let mut sources = self.sources.borrow_mut();
             let restrictions = match rule.scope {
-                BackoffScope::Destination => {
-                    &mut keys.entry(key.clone()).or_default().restrictions
-                }
+                BackoffScope::Destination => &mut keys.entry(key.clone()).or_default().restrictions,
                 BackoffScope::Source => {
                     &mut sources
                         .entry((key.clone(), source))
@@ -330,7 +321,11 @@ impl Shaping {
             let until = now + rule.duration;
             match rule.action {
                 Action::Suspend => {
-                    if restrictions.suspended.as_ref().is_none_or(|t| t.until < until) {
+                    if restrictions
+                        .suspended
+                        .as_ref()
+                        .is_none_or(|t| t.until < until)
+                    {
                         restrictions.suspended = Some(Timed {
                             until,
                             public: public(HoldKind::Suspended),
@@ -391,5 +386,92 @@ fn key_name(key: &ShapingKey) -> String {
     match key {
         ShapingKey::Provider(name) => format!("provider:{name}"),
         ShapingKey::Domain(name) => format!("domain:{name}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shaping(text: &str) -> (Shaping, Arc<SuspensionBoard>) {
+        let config = crate::config::load_str(text, "test").expect("config");
+        let board = SuspensionBoard::new(1);
+        let shaping = Shaping::new(
+            ShapingRules::from_config(&config.relay),
+            BackoffRules::from_config(&config.relay).expect("rules"),
+            Pools::from_config(&config.relay),
+            None,
+            Arc::clone(&board),
+            0,
+        );
+        (shaping, board)
+    }
+
+    const POOL: &str = "[relay]\ndefault_pool = \"p\"\nshaping_max_wait_secs = 2\n\
+        [relay.pools.p]\nsources = [{ address = \"127.0.0.2\" }, { address = \"127.0.0.3\" }]\n";
+
+    fn key() -> ShapingKey {
+        ShapingKey::Domain("d.test".into())
+    }
+
+    #[test]
+    fn connection_limits_hold_per_source() {
+        let (s, _) = shaping(&format!(
+            "{POOL}[relay.shaping.\"d.test\"]\nmax_connections = 1\n"
+        ));
+        let pool = s.pools.pool_for_sender("a@b.test");
+        let first = s.open_connection(&key(), pool).unwrap();
+        let second = s.open_connection(&key(), pool).unwrap();
+        assert_ne!(first, second, "one connection from each source");
+        assert_eq!(s.open_connection(&key(), pool), None);
+        s.close_connection(&key(), first);
+        assert_eq!(s.open_connection(&key(), pool), Some(first));
+        // Another key has limits of its own.
+        let other = ShapingKey::Domain("e.test".into());
+        assert!(s.open_connection(&other, pool).is_some());
+    }
+
+    #[test]
+    fn backoff_suspends_a_destination_or_one_source() {
+        let (s, board) = shaping(&format!(
+            "{POOL}[relay.backoff.all]\nprefix = \"421 4.7.28\"\naction = \"suspend\"\nseconds = 60\n\
+             [relay.backoff.one]\nprefix = \"421 RP-001\"\naction = \"suspend\"\nseconds = 60\n\
+             scope = \"source\"\n"
+        ));
+        let pool = s.pools.pool_for_sender("a@b.test");
+        let first = s.open_connection(&key(), pool).unwrap();
+        assert!(s.observe_reply(&key(), first, "421 RP-001 (BAY004) Unfortunately"));
+        s.close_connection(&key(), first);
+        // The suspended source is passed over while the other may connect.
+        let next = s.open_connection(&key(), pool).unwrap();
+        assert_ne!(next, first);
+        assert!(s.admit(&key(), pool).is_ok());
+        let holds = board.snapshot(SystemTime::now());
+        assert_eq!(holds.len(), 1);
+        assert_eq!(holds[0].source.as_deref(), Some("127.0.0.2"));
+        // A destination-wide suspension longer than the longest wait turns jobs away at once.
+        assert!(!s.observe_reply(&key(), next, "250 2.0.0 ok"));
+        assert!(s.observe_reply(&key(), next, "421 4.7.28 slow down"));
+        assert!(matches!(s.admit(&key(), pool), Err(TooLong::Suspended(_))));
+        assert_eq!(board.snapshot(SystemTime::now()).len(), 2);
+        let other = ShapingKey::Domain("e.test".into());
+        assert!(s.admit(&other, pool).is_ok());
+    }
+
+    #[test]
+    fn jobs_that_would_wait_too_long_are_turned_away() {
+        let (s, _) = shaping(
+            "[relay]\nshaping_max_wait_secs = 2\n[relay.shaping.\"d.test\"]\nmessages_per_second = 1\n",
+        );
+        // One source: 0, 1 and 2 seconds of jobs ahead are within the wait; 3 are not.
+        for _ in 0..3 {
+            assert_eq!(s.admit(&key(), 0), Ok(()));
+        }
+        assert_eq!(
+            s.admit(&key(), 0),
+            Err(TooLong::Rate(Duration::from_secs(3)))
+        );
+        s.taken(&key());
+        assert_eq!(s.admit(&key(), 0), Ok(()));
     }
 }
