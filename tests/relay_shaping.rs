@@ -454,3 +454,46 @@ fn bad_shaping_settings_are_refused_with_their_key() {
     }
     assert!(text.contains("bad.toml:"), "{text}");
 }
+
+#[test]
+fn without_redis_a_node_fails_open_to_its_own_limit() {
+    // Nothing listens on this port: every Redis request fails at once.
+    let closed = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let (port, mut receivers) = receivers_on_common_port(&["127.0.0.2"], Script::default());
+    let receiver = receivers.remove(0);
+    let zone = "shared.test. 60 IN MX 10 mx.shared.test.\nmx.shared.test. 60 IN A 127.0.0.2\n";
+    let relay = start_relay(
+        "shaping-redis-down",
+        port,
+        zone,
+        "",
+        &format!(
+            "[relay.shaping.\"shared.test\"]\nmessages_per_second = 4\n\n\
+             [redis]\nurl = \"redis://127.0.0.1:{closed}\"\ntimeout_ms = 200\n"
+        ),
+    );
+    send_parallel(&relay.server, "a@example.test", "x@shared.test", 6, 3);
+    assert!(
+        wait_until(30, || receiver.transactions().len() == 6),
+        "got {}; log:\n{}",
+        receiver.transactions().len(),
+        relay.server.log()
+    );
+    let times: Vec<Instant> = receiver.transactions().iter().map(|t| t.at).collect();
+    assert_paced(
+        &times,
+        Duration::from_millis(250),
+        Duration::from_millis(150),
+    );
+    let log = relay.server.log();
+    assert!(
+        log.contains("falls back to this node's own limits"),
+        "{log}"
+    );
+    // Said once, not once per message.
+    assert_eq!(log.matches("falls back").count(), 1, "{log}");
+}

@@ -554,6 +554,13 @@ impl Owner {
 /// skipped for a while: a host that answers with a refusal is up, and so is one whose TLS
 /// disagrees with our policy.
 fn host_is_down(error: &ClientError) -> bool {
+    // A pool address that cannot be bound here, or that cannot reach the host's address family,
+    // is our side: the host may be fine from another source.
+    if let ClientErrorKind::Connect(e) = &error.kind
+        && e.kind() == std::io::ErrorKind::AddrNotAvailable
+    {
+        return false;
+    }
     matches!(error.stage, Stage::Connect | Stage::Greeting)
         && matches!(
             error.kind,
