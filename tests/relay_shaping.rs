@@ -41,14 +41,17 @@ fn send_parallel(server: &Server, sender: &str, rcpt: &str, count: usize, connec
 }
 
 /// Asserts that no two arrivals are closer than their count allows at one per `interval`:
-/// the k-th after any arrival comes at least `k * interval - slack` after it.
-fn assert_paced(arrivals: &[Instant], interval: Duration, slack: Duration) {
+/// the k-th after any arrival comes at least `(k - 1) * interval` after it. The one interval of
+/// slack absorbs the jitter between the relay's turn and the receiver's clock on a busy host
+/// (two shards, other builds); unshaped, the same messages arrive within a fraction of one
+/// interval of each other, so the check still tells a held limit from none.
+fn assert_paced(arrivals: &[Instant], interval: Duration) {
     let mut sorted = arrivals.to_vec();
     sorted.sort();
     for i in 0..sorted.len() {
         for j in i + 1..sorted.len() {
             let gap = sorted[j] - sorted[i];
-            let least = (interval * (j - i) as u32).saturating_sub(slack);
+            let least = interval * (j - i - 1) as u32;
             assert!(
                 gap >= least,
                 "messages {i} and {j} arrived {gap:?} apart; the limit allows no less than {least:?}"
@@ -93,11 +96,7 @@ fn a_limited_domain_keeps_its_limits_across_shards_while_others_flow() {
     let slow_times: Vec<Instant> = slow.transactions().iter().map(|t| t.at).collect();
     let fast_times: Vec<Instant> = fast.transactions().iter().map(|t| t.at).collect();
     // 100 per minute: one per 600 ms, never two closer (within scheduling slack).
-    assert_paced(
-        &slow_times,
-        Duration::from_millis(600),
-        Duration::from_millis(250),
-    );
+    assert_paced(&slow_times, Duration::from_millis(600));
     assert!(
         slow.max_concurrent() <= 2,
         "{} connections at once",
@@ -158,11 +157,7 @@ fn domains_on_one_provider_share_its_limit() {
     let times: Vec<Instant> = receiver.transactions().iter().map(|t| t.at).collect();
     // Alone, each domain could go at 4/s on a connection of its own; rolled up, the two share
     // one connection at a time and one pace.
-    assert_paced(
-        &times,
-        Duration::from_millis(250),
-        Duration::from_millis(150),
-    );
+    assert_paced(&times, Duration::from_millis(250));
     assert_eq!(receiver.max_concurrent(), 1);
     let rcpts: Vec<String> = receiver
         .transactions()
@@ -243,7 +238,7 @@ fn a_matching_reply_suspends_that_destination_only() {
         port,
         zone,
         "shaping_max_wait_secs = 20",
-        "[relay.backoff.gmail-rate]\nprefix = \"421 4.7.28\"\naction = \"suspend\"\nseconds = 4\n",
+        "[relay.backoff.gmail-rate]\nprefix = \"421 4.7.28\"\naction = \"suspend\"\nseconds = 10\n",
     );
     send_many(
         &relay.server,
@@ -278,8 +273,8 @@ fn a_matching_reply_suspends_that_destination_only() {
     );
     let calm_at = calm.transactions()[0].at;
     assert!(
-        calm_at - suspended_at < Duration::from_secs(3),
-        "calm.test waited {:?}",
+        calm_at - suspended_at < Duration::from_secs(10),
+        "calm.test was delivered only {:?} after the suspension began",
         calm_at - suspended_at
     );
     assert!(
@@ -290,10 +285,11 @@ fn a_matching_reply_suspends_that_destination_only() {
     let second = &throttled.transactions()[0];
     assert_eq!(second.rcpts, vec!["<second@throttle.test>"]);
     assert!(
-        second.at - suspended_at >= Duration::from_millis(3800),
-        "sent {:?} into a 4 s suspension",
+        second.at - suspended_at >= Duration::from_millis(9900),
+        "sent {:?} into a 10 s suspension",
         second.at - suspended_at
     );
+    assert!(calm_at < second.at);
     // The first recipient was deferred by the 421 itself (a real attempt) and waits for its
     // retry; a flush sends it now that the destination is open again.
     queue_ctl(&relay.server, &["flush"]);
@@ -401,11 +397,7 @@ fn two_nodes_sharing_redis_keep_one_limit_together() {
     );
     // Each node alone may send 4/s; together they still send no more than 4/s.
     let times: Vec<Instant> = receiver.transactions().iter().map(|t| t.at).collect();
-    assert_paced(
-        &times,
-        Duration::from_millis(250),
-        Duration::from_millis(150),
-    );
+    assert_paced(&times, Duration::from_millis(250));
     let senders: Vec<String> = receiver
         .transactions()
         .iter()
@@ -484,11 +476,7 @@ fn without_redis_a_node_fails_open_to_its_own_limit() {
         relay.server.log()
     );
     let times: Vec<Instant> = receiver.transactions().iter().map(|t| t.at).collect();
-    assert_paced(
-        &times,
-        Duration::from_millis(250),
-        Duration::from_millis(150),
-    );
+    assert_paced(&times, Duration::from_millis(250));
     let log = relay.server.log();
     assert!(
         log.contains("falls back to this node's own limits"),

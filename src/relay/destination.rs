@@ -327,30 +327,13 @@ impl Owner {
             if connection.as_ref().is_some_and(|c| !c.client.is_reusable()) {
                 *connection = None;
             }
-            // Each transaction is one message for the shaping rate: wait for its turn (through
-            // any suspension); a wait too long defers the rest without using up a retry.
-            let turn = futures_lite::future::or(
-                async { self.shaping.wait_turn(key, source).await.map_err(Some) },
-                async {
-                    self.shutdown.wait().await;
-                    Err(None)
-                },
-            )
-            .await;
-            if let Err(why) = turn {
-                let report = match why {
-                    Some(too_long) => waiting_too_long(key, &too_long),
-                    None => shutting_down(),
-                };
-                if let Some(open) = connection.take() {
-                    open.client.quit().await;
-                }
-                for (_, rest) in &transactions[number..] {
-                    for (index, address) in rest.iter() {
-                        log_outcome(message.id, address, None, &report);
-                        reports.push((*index, report.clone()));
-                    }
-                }
+            // A suspended destination gets no connection: wait it out first (or give up).
+            if connection.is_none()
+                && let Err(report) = self
+                    .shaped_wait(key, self.shaping.wait_unsuspended(key, source))
+                    .await
+            {
+                defer_rest(message.id, &transactions[number..], &report, &mut reports);
                 return reports;
             }
             if connection.is_none() {
@@ -367,15 +350,23 @@ impl Owner {
                     Err(report) => {
                         // Nothing can be sent to this destination now: the rest of the job
                         // shares the verdict.
-                        for (_, rest) in &transactions[number..] {
-                            for (index, address) in rest.iter() {
-                                log_outcome(message.id, address, None, &report);
-                                reports.push((*index, report.clone()));
-                            }
-                        }
+                        defer_rest(message.id, &transactions[number..], &report, &mut reports);
                         return reports;
                     }
                 }
+            }
+            // Each transaction is one message for the shaping rate. Its turn is taken on the
+            // open connection, just before sending, so the pace is the pace at which messages
+            // reach the provider, whatever connecting took.
+            if let Err(report) = self
+                .shaped_wait(key, self.shaping.wait_turn(key, source))
+                .await
+            {
+                if let Some(open) = connection.take() {
+                    open.client.quit().await;
+                }
+                defer_rest(message.id, &transactions[number..], &report, &mut reports);
+                return reports;
             }
             let Some(open) = connection.as_mut() else {
                 break;
@@ -426,6 +417,26 @@ impl Owner {
             }
         }
         reports
+    }
+
+    /// Runs a shaping wait, cut short by shutdown; the report for the recipients when the wait
+    /// is given up.
+    async fn shaped_wait(
+        &self,
+        key: &ShapingKey,
+        wait: impl std::future::Future<Output = Result<(), TooLong>>,
+    ) -> Result<(), RecipientReport> {
+        futures_lite::future::or(
+            async {
+                wait.await
+                    .map_err(|too_long| waiting_too_long(key, &too_long))
+            },
+            async {
+                self.shutdown.wait().await;
+                Err(shutting_down())
+            },
+        )
+        .await
     }
 
     /// Opens a connection to the first destination host that takes it, skipping hosts in
@@ -566,6 +577,21 @@ fn host_is_down(error: &ClientError) -> bool {
             error.kind,
             ClientErrorKind::Connect(_) | ClientErrorKind::Timeout | ClientErrorKind::Io(_)
         )
+}
+
+/// Gives every recipient of `rest` (the transactions not sent) the same `report`.
+fn defer_rest(
+    id: crate::queue::MessageId,
+    rest: &[(String, &[(usize, String)])],
+    report: &RecipientReport,
+    reports: &mut Vec<(usize, RecipientReport)>,
+) {
+    for (_, recipients) in rest {
+        for (index, address) in recipients.iter() {
+            log_outcome(id, address, None, report);
+            reports.push((*index, report.clone()));
+        }
+    }
 }
 
 /// The report for a job that would wait too long for its shaping turn: deferred without using

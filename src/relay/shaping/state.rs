@@ -195,8 +195,39 @@ impl Shaping {
         }
     }
 
+    /// Waits through any suspension of `key` (or of `source` at it), without taking a turn at
+    /// the rate: before connecting, so a suspended destination gets no connection either.
+    pub async fn wait_unsuspended(
+        &self,
+        key: &ShapingKey,
+        source: SourceId,
+    ) -> Result<(), TooLong> {
+        loop {
+            let now = Instant::now();
+            let suspended = {
+                let keys = self.keys.borrow();
+                let sources = self.sources.borrow();
+                [
+                    keys.get(key).map(|k| &k.restrictions),
+                    sources.get(&(key.clone(), source)).map(|s| &s.restrictions),
+                ]
+                .into_iter()
+                .flatten()
+                .filter_map(|r| r.suspended_for(now))
+                .max()
+            };
+            match suspended {
+                None => return Ok(()),
+                Some(left) if left > self.rules.max_wait => return Err(TooLong::Suspended(left)),
+                Some(left) => glommio::timer::sleep(left).await,
+            }
+        }
+    }
+
     /// Waits until one more message may go to `key` from `source`: through any suspension and
-    /// the rate. `Err` when that would take longer than `shaping_max_wait_secs`.
+    /// the rate. `Err` when that would take longer than `shaping_max_wait_secs`. Called just
+    /// before the transaction, on an open connection, so that the pace is the pace at which
+    /// messages reach the provider (not connection set-ups, whose time varies).
     pub async fn wait_turn(&self, key: &ShapingKey, source: SourceId) -> Result<(), TooLong> {
         loop {
             let now = Instant::now();
