@@ -531,3 +531,45 @@ fn binds_the_source_address_and_says_its_own_helo() {
     assert_eq!(t.peer.ip().to_string(), "127.0.0.7");
     assert_eq!(t.helo, "seven.example.test");
 }
+
+#[test]
+fn binds_an_ipv6_source_and_refuses_a_family_mismatch() {
+    use ringmail::relay::client::{Bind, connect_from};
+    let rx = Receiver::start("[::1]:0", Script::default());
+    let addr = rx.addr();
+    run(move || async move {
+        let v6 = Bind {
+            address: Some("::1".parse().unwrap()),
+            helo: Some("six.example.test".into()),
+        };
+        let mut client = connect_from(
+            addr,
+            "receiver.test",
+            TlsMode::None,
+            &default_settings(),
+            &v6,
+        )
+        .await
+        .expect("connect from ::1");
+        client
+            .send(&msg(&["a@b.test"], b"hi\r\n"))
+            .await
+            .expect("send");
+        client.quit().await;
+        let v4 = Bind {
+            address: Some("127.0.0.1".parse().unwrap()),
+            helo: None,
+        };
+        let err = connect_from(addr, "x", TlsMode::None, &default_settings(), &v4)
+            .await
+            .err()
+            .expect("an IPv4 source cannot reach an IPv6 host");
+        assert!(
+            matches!(&err.kind, ClientErrorKind::Connect(e) if e.kind() == std::io::ErrorKind::AddrNotAvailable),
+            "{err}"
+        );
+    });
+    let t = &rx.transactions()[0];
+    assert_eq!(t.peer.ip().to_string(), "::1");
+    assert_eq!(t.helo, "six.example.test");
+}

@@ -490,6 +490,33 @@ mod tests {
     }
 
     #[test]
+    fn a_slow_rule_lowers_the_rate_for_its_time() {
+        let (s, board) = shaping(
+            "[relay]\nshaping_max_wait_secs = 2\n[relay.backoff.rp]\nprefix = \"421 RP-001\"\n\
+             action = \"slow\"\nmessages_per_second = 1\nseconds = 60\n",
+        );
+        // No limit of its own: any number of jobs may queue.
+        for _ in 0..5 {
+            assert_eq!(s.admit(&key(), 0), Ok(()));
+        }
+        assert!(!s.observe_reply(&key(), 0, "421 RP-001 slow down"));
+        // Slowed to 1/s: five jobs ahead are five seconds, more than the longest wait.
+        assert_eq!(
+            s.admit(&key(), 0),
+            Err(TooLong::Rate(Duration::from_secs(5)))
+        );
+        let holds = board.snapshot(SystemTime::now());
+        assert_eq!(holds.len(), 1);
+        assert!(
+            holds[0]
+                .describe(SystemTime::now())
+                .starts_with("slowed to 60/min: d.test for "),
+            "{:?}",
+            holds[0]
+        );
+    }
+
+    #[test]
     fn jobs_that_would_wait_too_long_are_turned_away() {
         let (s, _) = shaping(
             "[relay]\nshaping_max_wait_secs = 2\n[relay.shaping.\"d.test\"]\nmessages_per_second = 1\n",
