@@ -150,10 +150,12 @@ impl ShapingRules {
             })
             .collect();
         for (name, suffixes) in &relay.providers {
+            // Names are case-insensitive, as the shaping keys that refer to them.
+            let name = name.to_ascii_lowercase();
             let suffixes: Vec<String> = suffixes.iter().map(|s| normalize_suffix(s)).collect();
-            match providers.iter_mut().find(|(n, _)| n == name) {
+            match providers.iter_mut().find(|(n, _)| *n == name) {
                 Some((_, existing)) => *existing = suffixes,
-                None => providers.push((name.clone(), suffixes)),
+                None => providers.push((name, suffixes)),
             }
         }
         providers.retain(|(_, suffixes)| !suffixes.is_empty());
@@ -293,7 +295,7 @@ pub fn provider_names(relay: &RelaySection) -> Vec<String> {
         .iter()
         .map(|p| p.name.to_string())
         .collect();
-    names.extend(relay.providers.keys().cloned());
+    names.extend(relay.providers.keys().map(|name| name.to_ascii_lowercase()));
     names
 }
 
@@ -315,7 +317,8 @@ mod tests {
     #[test]
     fn mx_hosts_roll_up_into_providers() {
         let rules = ShapingRules::from_config(&relay(
-            "[relay.providers]\nrollup = [\"Rollup.Test\"]\nicloud = []\n",
+            "[relay.providers]\nRollup = [\"Rollup.Test\"]\nicloud = []\n\
+             [relay.shaping.rollup]\nmax_connections = 1\n",
         ));
         let cases: &[(&[&str], ShapingKey)] = &[
             (
@@ -343,6 +346,8 @@ mod tests {
                 "{hosts:?}"
             );
         }
+        let rollup = rules.limits(&ShapingKey::Provider("rollup".into()));
+        assert_eq!(rollup.max_connections, Some(1));
     }
 
     #[test]
