@@ -2,7 +2,8 @@
 //! and rate limits across two shards while another domain flows at full speed, the MX rollup
 //! sharing one provider's limit, source-IP pools binding 127.0.0.x sources in their weights,
 //! reply-pattern backoff suspending one destination (visible in `ringmail queue status`), and
-//! two ringmail nodes sharing one rate limit through a real redis-server.
+//! two ringmail nodes sharing one rate limit through a real redis-server (and one node failing
+//! open to its own limit when Redis is down), the Redis client itself, and config errors.
 
 mod common;
 #[path = "support/receiver.rs"]
@@ -484,4 +485,32 @@ fn without_redis_a_node_fails_open_to_its_own_limit() {
     );
     // Said once, not once per message.
     assert_eq!(log.matches("falls back").count(), 1, "{log}");
+}
+
+#[test]
+fn the_redis_client_runs_commands_on_the_sidecar_and_fails_fast_without_redis() {
+    use ringmail::redis_client::RedisClient;
+    let redis = RedisServer::start();
+    let sidecar = ringmail::sidecar::Sidecar::start().unwrap();
+    let client = RedisClient::start(&sidecar, &redis.url(), Duration::from_millis(500)).unwrap();
+    let words = |ws: &[&str]| ws.iter().map(|w| w.as_bytes().to_vec()).collect::<Vec<_>>();
+    futures_lite::future::block_on(async {
+        let set = client.command(words(&["SET", "ringmail:test", "42"])).await;
+        assert_eq!(set, Ok(redis::Value::Okay));
+        let get = client.command(words(&["GET", "ringmail:test"])).await;
+        assert_eq!(get, Ok(redis::Value::BulkString(b"42".to_vec())));
+        let bad = client.command(words(&["NOSUCHCOMMAND"])).await;
+        assert!(bad.is_err(), "{bad:?}");
+    });
+    drop(redis);
+    // Redis gone: an answer (an error) comes within the timeout, never a hang.
+    let started = Instant::now();
+    let gone = futures_lite::future::block_on(client.command(words(&["GET", "ringmail:test"])));
+    assert!(gone.is_err(), "{gone:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(RedisClient::start(&sidecar, "http://nope", Duration::from_millis(100)).is_err());
 }
