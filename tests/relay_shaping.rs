@@ -179,7 +179,8 @@ fn pool_sources_are_bound_in_their_weights_with_their_own_helo() {
         port,
         zone,
         "max_messages_per_connection = 1\ndefault_pool = \"main\"\n\
-         pool_by_sender_domain = { \"lists.example.test\" = \"lists\" }",
+         pool_by_sender_domain = { \"lists.example.test\" = \"lists\" }\n\
+         pool_header = \"X-Ringmail-Pool\"",
         "[relay.pools.main]\nsources = [\n\
          { address = \"127.0.0.2\", helo = \"two.example.test\", weight = 3 },\n\
          { address = \"127.0.0.3\", helo = \"three.example.test\", weight = 1 },\n]\n\n\
@@ -193,8 +194,15 @@ fn pool_sources_are_bound_in_their_weights_with_their_own_helo() {
         3,
         1,
     );
+    // A message may name its own pool; the header is ours and is not sent on.
+    relay::send(
+        &relay.server,
+        "a@example.test",
+        &["z@pools.test"],
+        "Subject: picked\nX-Ringmail-Pool: lists\n\nhi\n",
+    );
     assert!(
-        wait_until(30, || receiver.transactions().len() == 11),
+        wait_until(30, || receiver.transactions().len() == 12),
         "got {}; log:\n{}",
         receiver.transactions().len(),
         relay.server.log()
@@ -216,9 +224,20 @@ fn pool_sources_are_bound_in_their_weights_with_their_own_helo() {
     assert_eq!(three.len(), 2, "from 127.0.0.3: {three:?}");
     assert!(two.iter().all(|h| h == "two.example.test"), "{two:?}");
     assert!(three.iter().all(|h| h == "three.example.test"), "{three:?}");
-    // The lists domain has its own pool.
-    assert_eq!(four, vec!["four.example.test"; 3]);
-    assert_eq!(receiver.connections(), 11);
+    // The lists domain has its own pool, and so has the message that named it.
+    assert_eq!(four, vec!["four.example.test"; 4]);
+    let picked = receiver
+        .transactions()
+        .into_iter()
+        .find(|t| t.rcpts[0].contains("z@pools.test"))
+        .unwrap();
+    assert_eq!(picked.peer.ip().to_string(), "127.0.0.4");
+    let data = String::from_utf8_lossy(&picked.data).into_owned();
+    assert!(
+        data.contains("Subject: picked") && !data.to_ascii_lowercase().contains("x-ringmail-pool"),
+        "{data}"
+    );
+    assert_eq!(receiver.connections(), 12);
 }
 
 #[test]

@@ -356,6 +356,9 @@ pub struct RelaySection {
     pub default_pool: String,
     /// Sender (envelope MAIL FROM) domain -> pool name.
     pub pool_by_sender_domain: std::collections::BTreeMap<String, String>,
+    /// A header field by which a message names its own pool (e.g. `X-Ringmail-Pool`), ahead of
+    /// `pool_by_sender_domain`; removed before the message is sent. Empty (the default): off.
+    pub pool_header: String,
     /// Reply-pattern backoff rules: name -> a pattern on remote replies and what it does.
     pub backoff: std::collections::BTreeMap<String, BackoffSetting>,
 }
@@ -498,6 +501,7 @@ impl Default for RelaySection {
             pools: Default::default(),
             default_pool: String::new(),
             pool_by_sender_domain: Default::default(),
+            pool_header: String::new(),
             backoff: Default::default(),
         }
     }

@@ -342,6 +342,19 @@ fn check_shaping(config: &Config, p: &mut Problems) {
             );
         }
     }
+    if relay
+        .pool_header
+        .bytes()
+        .any(|b| !(33..=126).contains(&b) || b == b':')
+    {
+        p.add(
+            "relay.pool_header",
+            format!(
+                "`{}` is not a header field name (printable ASCII, no spaces or colons)",
+                relay.pool_header
+            ),
+        );
+    }
     if let Err((key, message)) = crate::relay::backoff::BackoffRules::from_config(relay) {
         p.add(&key, message);
     }

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::dns::{MxAnswer, Resolver};
-use crate::relay::pools::{PoolId, Pools};
+use crate::relay::pools::{PoolId, Pools, find_header};
 use crate::relay::shaping::{KEY_CACHE_TTL, ShapingKey, ShapingRules};
 
 use crate::delivery::report::{DeliveryStatus, Detail, RecipientReport, StatusCode};
@@ -100,6 +100,35 @@ impl RelayTransport {
         self
     }
 
+    /// The job's pool (named by the message's pool header, else by its sender's domain, else
+    /// the default), and the message as it is to be sent: without the pool header, which is
+    /// ours, not the recipient's.
+    fn choose_pool(&self, message: Arc<OutboundMessage>) -> (PoolId, Arc<OutboundMessage>) {
+        let by_sender = self.pools.pool_for_sender(&message.envelope.sender);
+        let Some((name, field)) = self
+            .pools
+            .header()
+            .and_then(|header| find_header(&message.body, header))
+        else {
+            return (by_sender, message);
+        };
+        let pool = self.pools.pool_named(&name).unwrap_or_else(|| {
+            log::warn!(
+                "msg {}: no pool `{name}` (its pool header); using the sender's pool",
+                message.id
+            );
+            by_sender
+        });
+        let mut body = message.body.clone();
+        body.drain(field);
+        let stripped = OutboundMessage {
+            id: message.id,
+            envelope: message.envelope.clone(),
+            body,
+        };
+        (pool, Arc::new(stripped))
+    }
+
     /// The shard that owns `key`.
     pub fn owner_of(&self, key: &ShapingKey) -> usize {
         (key.owner_hash() % self.shard_count.max(1) as u64) as usize
@@ -155,7 +184,7 @@ impl RelayTransport {
         let indexes: Vec<usize> = recipients.iter().map(|(i, _)| *i).collect();
         let shaping = self.shaping_key(&destination).await;
         let owner = self.owner_of(&shaping);
-        let pool = self.pools.pool_for_sender(&message.envelope.sender);
+        let (pool, message) = self.choose_pool(message);
         let (reply, outcome) = flume::bounded(1);
         let job = RelayJob {
             destination,

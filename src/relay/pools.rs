@@ -1,5 +1,7 @@
 //! Source-IP pools: the local addresses outbound connections bind to, each with its own EHLO
-//! name, grouped into weighted pools; the sender's domain chooses the pool.
+//! name, grouped into weighted pools. A message chooses its pool by a header field
+//! (`relay.pool_header`, removed before sending, as PowerMTA's `x-virtual-mta`), else its
+//! sender's domain does, else the default pool.
 //!
 //! Source 0 is always the unbound source (the kernel picks the address, `relay.helo_name` is
 //! sent); it forms the implicit pool 0, used when no pool is configured for a sender. Within a
@@ -39,7 +41,10 @@ pub struct Pools {
     sources: Vec<Source>,
     pools: Vec<Pool>,
     by_sender_domain: HashMap<String, PoolId>,
+    by_name: HashMap<String, PoolId>,
     default: PoolId,
+    /// `relay.pool_header`, when set.
+    header: Option<String>,
 }
 
 impl Default for Pools {
@@ -54,7 +59,9 @@ impl Default for Pools {
                 members: vec![(0, 1)],
             }],
             by_sender_domain: HashMap::new(),
+            by_name: HashMap::new(),
             default: 0,
+            header: None,
         }
     }
 }
@@ -108,7 +115,19 @@ impl Pools {
                     .insert(domain.to_ascii_lowercase(), id);
             }
         }
+        pools.by_name = ids;
+        pools.header = (!relay.pool_header.is_empty()).then(|| relay.pool_header.clone());
         pools
+    }
+
+    /// The header field messages name their pool by, if any.
+    pub fn header(&self) -> Option<&str> {
+        self.header.as_deref()
+    }
+
+    /// The pool called `name`.
+    pub fn pool_named(&self, name: &str) -> Option<PoolId> {
+        self.by_name.get(name).copied()
     }
 
     /// The pool for mail from `sender` (an address; empty for bounces).
@@ -133,6 +152,35 @@ impl Pools {
     pub fn members(&self, pool: PoolId) -> &[(SourceId, u32)] {
         self.pools.get(pool).map_or(&[], |p| p.members.as_slice())
     }
+}
+
+/// Finds the header field `name` (case-insensitive) in the header block of `message` (CRLF
+/// lines, up to the first empty line): its value, trimmed, and the byte range of the whole
+/// field, folded continuation lines included, to cut it out.
+pub fn find_header(message: &[u8], name: &str) -> Option<(String, std::ops::Range<usize>)> {
+    let mut at = 0;
+    while at < message.len() {
+        let end = memchr::memchr(b'\n', &message[at..]).map_or(message.len(), |i| at + i + 1);
+        let line = &message[at..end];
+        if line == b"\r\n" || line == b"\n" {
+            return None; // the end of the header block
+        }
+        let is_it = line.len() > name.len()
+            && line[..name.len()].eq_ignore_ascii_case(name.as_bytes())
+            && line[name.len()] == b':';
+        if is_it {
+            let mut field_end = end;
+            while field_end < message.len() && matches!(message[field_end], b' ' | b'\t') {
+                field_end = memchr::memchr(b'\n', &message[field_end..])
+                    .map_or(message.len(), |i| field_end + i + 1);
+            }
+            let value = String::from_utf8_lossy(&message[at + name.len() + 1..field_end]);
+            let value = value.split_whitespace().collect::<Vec<_>>().join(" ");
+            return Some((value, at..field_end));
+        }
+        at = end;
+    }
+    None
 }
 
 /// Smooth weighted round-robin state for one pool at one destination: `current[i]` belongs to
@@ -187,6 +235,23 @@ mod tests {
         // An ineligible source is skipped; none eligible is None.
         assert_eq!(rr.pick(&members, |s| s == 2), Some(2));
         assert_eq!(rr.pick(&members, |_| false), None);
+    }
+
+    #[test]
+    fn finds_and_cuts_a_header_field() {
+        let message = b"From: a@b\r\nX-Pool: bulk\r\nSubject: x\r\n\r\nX-Pool: body\r\n";
+        let (value, range) = find_header(message, "x-pool").unwrap();
+        assert_eq!(value, "bulk");
+        let mut cut = message.to_vec();
+        cut.drain(range);
+        assert_eq!(cut, b"From: a@b\r\nSubject: x\r\n\r\nX-Pool: body\r\n");
+        // Folded, and last in the header block.
+        let folded = b"X-Pool:\r\n  bulk \r\n\r\nbody";
+        let (value, range) = find_header(folded, "X-Pool").unwrap();
+        assert_eq!((value.as_str(), range), ("bulk", 0..18));
+        // Only in the body, or a longer name: not found.
+        assert_eq!(find_header(b"A: b\r\n\r\nX-Pool: x\r\n", "X-Pool"), None);
+        assert_eq!(find_header(b"X-Pools: x\r\n\r\n", "X-Pool"), None);
     }
 
     #[test]
