@@ -14,6 +14,7 @@
 //! - `cli`: the `ringmail` command line.
 //! - `redis_client`: Redis for the shards, on the sidecar (shared shaping limits).
 
+pub mod abuse;
 pub mod auth;
 pub mod blocking;
 pub mod cli;

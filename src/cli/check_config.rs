@@ -60,6 +60,9 @@ pub fn run(file: &Path) -> Result<ExitCode, ExitCode> {
         }
     );
     println!("  rcpthosts     {}", list_or_none(&config.smtp.rcpthosts));
+    // Access rules may grant relaying too, so they are shown beside relay_networks.
+    println!("  access rules  {}", access_summary(&config.smtp.access));
+    println!("  dnsbl         {}", list_or_none(&config.smtp.dnsbl_zones));
     let routes: Vec<String> = config
         .relay
         .routes
@@ -91,4 +94,23 @@ fn list_or_none(list: &[String]) -> String {
     } else {
         list.join(", ")
     }
+}
+
+/// `[[smtp.access]]` in one line: each rule's action (with `+relay`) and its ranges, in order.
+fn access_summary(rules: &[crate::config::AccessRuleSection]) -> String {
+    if rules.is_empty() {
+        return "(none)".to_string();
+    }
+    rules
+        .iter()
+        .map(|rule| {
+            let action = match (rule.action, rule.relay) {
+                (crate::config::AccessAction::Deny, _) => "deny",
+                (crate::config::AccessAction::Allow, true) => "allow+relay",
+                (crate::config::AccessAction::Allow, false) => "allow",
+            };
+            format!("{action} {}", rule.from.join(" "))
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
 }

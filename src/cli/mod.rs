@@ -66,8 +66,12 @@ Signals:
 the queue is synced, the log is flushed, and the process exits 0 (a second one exits at once). \
 Mail still queued is delivered after the next start.
     SIGALRM          retry every deferred recipient now (as qmail-send; `ringmail queue flush`).
-    SIGHUP, SIGUSR1  reopen the log file (server.log_file), e.g. after logrotate renamed it; \
-SIGHUP does not reload the configuration.
+    SIGHUP           reload the configuration file: access rules, limits, timeouts, DNSBL zones, \
+relay_networks, rcpthosts, the TLS certificate, POP3 settings and log_level apply to new \
+sessions; listen addresses, shards, data_dir, user and the [queue], [dns] and [relay] sections \
+need a restart. A file with an error is refused (logged) and the running settings stay. Also \
+reopens the log file.
+    SIGUSR1          reopen the log file (server.log_file), e.g. after logrotate renamed it.
     SIGPIPE          ignored.
 
 Logging: server.log_file (empty: stderr), server.log_format (\"text\" or \"json\"). \

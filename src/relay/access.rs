@@ -169,7 +169,20 @@ fn bad_form(local: &str, domain: &str, router: &Router) -> Option<BadForm> {
 
 impl RecipientPolicy for RcptPolicy {
     fn check_recipient(&self, peer: &PeerInfo, address: &str) -> RcptVerdict {
-        let may_relay = self.may_relay(peer);
+        self.check_recipient_relaying(peer, address, false)
+    }
+}
+
+impl RcptPolicy {
+    /// The RCPT decision, where `relay_client` says an access rule (`[[smtp.access]]` with
+    /// `relay = true`) lets this client relay, as `smtp.relay_networks` would.
+    pub fn check_recipient_relaying(
+        &self,
+        peer: &PeerInfo,
+        address: &str,
+        relay_client: bool,
+    ) -> RcptVerdict {
+        let may_relay = relay_client || self.may_relay(peer);
         // The domain follows the last `@`: a quoted local part may hold more. No `@` at all
         // (the parser never lets one through) reads as an empty, malformed domain.
         let (local, domain) = address.rsplit_once('@').unwrap_or((address, ""));

@@ -8,13 +8,14 @@
 //! |-----------------|--------|
 //! | SIGTERM, SIGINT | graceful shutdown, exit 0; a second one exits at once (128 + signal) |
 //! | SIGALRM         | retry every deferred recipient now (qmail-send's ALRM; `ringmail queue flush`) |
-//! | SIGHUP          | reopen the log file; the configuration is not reloaded (the log says so) |
+//! | SIGHUP          | reload the configuration file (see `reload`: what changes, what needs a restart) and reopen the log file |
 //! | SIGUSR1         | reopen the log file (for logrotate's `postrotate`) |
 //! | SIGPIPE         | ignored: a client that resets its connection costs one write an `EPIPE` |
 
 mod listeners;
 pub mod privileges;
 mod relay;
+pub mod reload;
 mod shard;
 
 use crate::config::Config;
@@ -90,10 +91,19 @@ pub struct Setup {
     pub redis: Option<crate::redis_client::RedisClient>,
     /// Backoff suspensions in force, published by the owner shards (queue status, metrics).
     pub suspensions: Arc<crate::relay::suspensions::SuspensionBoard>,
+    /// The settings SIGHUP may change (and the certificate); shards read them at session start.
+    pub live: Arc<reload::Reloadable>,
+    /// Per-client-IP session and message counters for the whole server (`crate::abuse`).
+    pub ip_table: Arc<crate::abuse::IpTable>,
 }
 
 /// Runs the server until it is told to stop. Returns once every shard has shut down.
-pub fn run(mut config: Config) -> Result<(), ServerError> {
+pub fn run(config: Config) -> Result<(), ServerError> {
+    run_from(config, None)
+}
+
+/// [`run`] for a configuration read from `path`, which SIGHUP reads again (`reload`).
+pub fn run_from(mut config: Config, path: Option<std::path::PathBuf>) -> Result<(), ServerError> {
     crate::logging::init(&log_settings(&config)).map_err(|e| {
         ServerError::Log(format!(
             "cannot open {}: {e}",
@@ -186,6 +196,13 @@ pub fn run(mut config: Config) -> Result<(), ServerError> {
         Arc::new(move || board.status_lines()),
     )
     .map_err(|e| ServerError::DataDir(format!("control socket {}: {e}", socket.display())))?;
+    let live = Arc::new(reload::Reloadable::new(
+        reload::Live {
+            config: config.clone(),
+            tls: tls.clone(),
+        },
+        path.map(|p| std::path::absolute(&p).unwrap_or(p)),
+    ));
     let setup = Arc::new(Setup {
         config,
         listen,
@@ -196,6 +213,8 @@ pub fn run(mut config: Config) -> Result<(), ServerError> {
         listeners: bound,
         redis,
         suspensions,
+        live: Arc::clone(&live),
+        ip_table: Arc::new(crate::abuse::IpTable::new()),
     });
 
     let shard_setup = Arc::clone(&setup);
@@ -210,7 +229,7 @@ pub fn run(mut config: Config) -> Result<(), ServerError> {
         move |ctx| shard::run(ctx, Arc::clone(&shard_setup), ready_tx.clone()),
     )
     .map_err(|e| ServerError::Shard(e.to_string()))?;
-    shards::install_signal_handlers_with(&set, signal_actions(&control_server))
+    shards::install_signal_handlers_with(&set, signal_actions(&control_server, live))
         .map_err(|e| ServerError::Shard(e.to_string()))?;
 
     // Each shard reports once its queue is recovered and its listeners are bound; only then is
@@ -239,14 +258,20 @@ pub fn run(mut config: Config) -> Result<(), ServerError> {
 
 /// What SIGALRM, SIGHUP and SIGUSR1 do (the table in the module header). Each only hands work
 /// off, so the signal thread is free for the next signal at once.
-fn signal_actions(control: &crate::control::ControlServer) -> Vec<shards::SignalAction> {
+fn signal_actions(
+    control: &crate::control::ControlServer,
+    live: Arc<reload::Reloadable>,
+) -> Vec<shards::SignalAction> {
     use shards::SignalAction;
     let requester = control.requester();
     vec![
         SignalAction::new(libc::SIGALRM, move || {
             requester.submit(crate::control::ControlRequest::Flush, "signal ALRM")
         }),
-        SignalAction::new(libc::SIGHUP, || crate::logging::reopen(libc::SIGHUP)),
+        SignalAction::new(libc::SIGHUP, move || {
+            crate::logging::reopen(libc::SIGHUP);
+            live.on_sighup();
+        }),
         SignalAction::new(libc::SIGUSR1, || crate::logging::reopen(libc::SIGUSR1)),
     ]
 }

@@ -3,7 +3,9 @@
 //! the queue.
 
 use super::Setup;
+use super::reload::{Live, ShardView};
 use crate::auth::PasswordChecker;
+use crate::blocking::BlockingPool;
 use crate::config::{Config, LongLinesSetting, PlaintextAuth};
 use crate::delivery::scheduler::{Scheduler, SchedulerSettings};
 use crate::delivery::transport::LocalTransport;
@@ -12,7 +14,7 @@ use crate::queue::{QueueOptions, ShardQueue};
 use crate::relay::access::RcptPolicy;
 use crate::relay::destination::Owner;
 use crate::relay::owner::{MeshMessage, RelayTransport, serve_inbox};
-use crate::smtp::connection::{ConnectionLimits, SmtpShard};
+use crate::smtp::connection::{ConnectionLimits, SmtpSettings, SmtpShard};
 use crate::smtp::{LongLines, SmtpConfig};
 use log::{error, info, warn};
 use std::net::SocketAddr;
@@ -104,18 +106,16 @@ async fn start(
     );
     scheduler.resume(recovered);
 
+    // Settings SIGHUP may change are read through `setup.live` (super::reload).
     let smtp = Rc::new(SmtpShard::new(
-        Rc::new(smtp_config(config)),
-        Rc::new(RcptPolicy::new(config)),
+        ShardView::new(Arc::clone(&setup.live), |live, _| {
+            smtp_settings(&live.config)
+        }),
         Rc::clone(&queue),
         Rc::clone(&scheduler),
-        ConnectionLimits {
-            max_sessions: config.smtp.max_sessions_per_shard,
-            max_sessions_per_ip: config.smtp.max_sessions_per_ip,
-            command_timeout: Duration::from_secs(config.smtp.command_timeout_secs),
-            data_timeout: Duration::from_secs(config.smtp.data_timeout_secs),
-        },
         shutdown.clone(),
+        Arc::clone(&setup.ip_table),
+        setup.resolver.clone(),
     ));
 
     // Bound on the main thread before the privilege drop (super::listeners); this shard adopts
@@ -131,13 +131,15 @@ async fn start(
             glommio::spawn_local(crate::smtp::connection::serve(stream, Rc::clone(&smtp))).detach();
         }));
     }
-    let pop3 = Rc::new(pop3_shard(setup));
+    let blocking = setup.blocking.clone();
+    let pop3 = Rc::new(ShardView::new(Arc::clone(&setup.live), move |live, old| {
+        pop3_shard(live, blocking.clone(), old)
+    }));
     for (sockets, implicit_tls) in [(listeners.pop3, false), (listeners.pop3s, true)] {
         for (addr, listener) in sockets {
             let pop3 = Rc::clone(&pop3);
             accept_loops.push(listen(addr, listener, &shutdown, move |stream| {
-                let session =
-                    crate::pop3::connection::serve(stream, Rc::clone(&pop3), implicit_tls);
+                let session = crate::pop3::connection::serve(stream, pop3.get(), implicit_tls);
                 glommio::spawn_local(session).detach();
             }));
         }
@@ -155,9 +157,10 @@ async fn start(
 }
 
 /// The POP3 service's per-shard state. POP3 sessions need no draining at shutdown: a session
-/// that ends without QUIT deletes nothing (RFC 1939 §6).
-fn pop3_shard(setup: &Setup) -> Pop3Shard {
-    let config = &setup.config;
+/// that ends without QUIT deletes nothing (RFC 1939 §6). After a reload, the failed-login
+/// counters of the `previous` state carry over.
+fn pop3_shard(live: &Live, blocking: BlockingPool, previous: Option<&Pop3Shard>) -> Pop3Shard {
+    let config = &live.config;
     let mut settings = Pop3Settings::new(config.server.hostname.clone(), config.mail_root());
     settings.plaintext_auth = match config.pop3.allow_plaintext_auth {
         PlaintextAuth::Never => PlaintextPolicy::Never,
@@ -175,7 +178,11 @@ fn pop3_shard(setup: &Setup) -> Pop3Shard {
             passwd: config.passwd_path(),
         },
     };
-    Pop3Shard::new(settings, setup.tls.clone(), checker, setup.blocking.clone())
+    let shard = Pop3Shard::new(settings, live.tls.clone(), checker, blocking);
+    if let Some(previous) = previous {
+        shard.limiter.swap(&previous.limiter);
+    }
+    shard
 }
 
 impl Running {
@@ -243,6 +250,29 @@ async fn accept_loop(
     }
 }
 
+/// The SMTP service's reloadable settings a configuration gives.
+fn smtp_settings(config: &Config) -> SmtpSettings {
+    let smtp = &config.smtp;
+    SmtpSettings {
+        config: Rc::new(smtp_config(config)),
+        policy: Rc::new(RcptPolicy::new(config)),
+        limits: ConnectionLimits {
+            max_sessions: smtp.max_sessions_per_shard,
+            command_timeout: Duration::from_secs(smtp.command_timeout_secs),
+            data_timeout: Duration::from_secs(smtp.data_timeout_secs),
+        },
+        access: crate::abuse::AccessRules::from_section(smtp),
+        dnsbl_zones: smtp.dnsbl_zones.clone(),
+        greeting_delay: Duration::from_millis(smtp.greeting_delay_ms),
+        pace: crate::abuse::pace::PaceLimits {
+            command_timeout: Duration::from_secs(smtp.command_timeout_secs),
+            data_timeout: Duration::from_secs(smtp.data_timeout_secs),
+            min_data_rate: smtp.min_data_rate,
+            grace: Duration::from_secs(smtp.min_data_rate_grace_secs),
+        },
+    }
+}
+
 /// The SMTP session settings a configuration gives.
 fn smtp_config(config: &Config) -> SmtpConfig {
     SmtpConfig {
@@ -256,5 +286,6 @@ fn smtp_config(config: &Config) -> SmtpConfig {
         max_hops: config.smtp.max_hops,
         max_errors: config.smtp.max_errors,
         max_commands: 100_000,
+        forbid_text_before_354: true,
     }
 }

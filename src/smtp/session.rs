@@ -19,6 +19,7 @@ use super::data::{DataFindings, DataScanner, has_long_line};
 use super::received::{Protocol, count_hops, received_header};
 use super::reply::{self, Reply};
 use super::{Context, LongLines, PeerInfo, Progress, RcptVerdict, SmtpConfig};
+use crate::abuse::refusals::Refusal;
 use crate::clock::unix_seconds;
 use crate::envelope::Envelope;
 
@@ -89,6 +90,12 @@ pub struct Session {
     skipping_line: bool,
     errors: usize,
     commands: usize,
+    /// Refusals not yet taken by the driver (which logs them: `crate::abuse::refusals`).
+    refusals: Vec<Refusal>,
+    /// The reply refusing the command line being handled, recorded with its line afterwards.
+    refusing: Option<Reply>,
+    /// More input follows the command line being handled, in the same buffer.
+    line_has_followers: bool,
 }
 
 impl Session {
@@ -103,6 +110,9 @@ impl Session {
             skipping_line: false,
             errors: 0,
             commands: 0,
+            refusals: Vec::new(),
+            refusing: None,
+            line_has_followers: false,
         }
     }
 
@@ -163,6 +173,26 @@ impl Session {
         matches!(self.state, State::ExpectBody(_) | State::ExpectChunk { .. })
     }
 
+    /// Whether part of a command line is buffered, waiting for its end (the driver's command
+    /// deadline runs from its first byte: `crate::abuse::pace`).
+    pub fn partial_command(&self) -> bool {
+        !self.in_data()
+            && !matches!(self.state, State::Closed | State::ExpectCommitted)
+            && (!self.pending.is_empty() || self.skipping_line)
+    }
+
+    /// The refusals made since the last call, oldest first, for the log.
+    pub fn take_refusals(&mut self) -> Vec<Refusal> {
+        std::mem::take(&mut self.refusals)
+    }
+
+    /// Records the pending refusal (if any) as made in answer to `command`.
+    fn record_refusal(&mut self, command: &[u8]) {
+        if let Some(reply) = self.refusing.take() {
+            self.refusals.push(Refusal::new(command, reply));
+        }
+    }
+
     fn resume(&mut self, cx: &Context, out: &mut Vec<u8>) -> Progress {
         let mut buf = std::mem::take(&mut self.pending);
         let (used, progress) = self.run(&buf, cx, out);
@@ -187,7 +217,9 @@ impl Session {
                         return (pos, Progress::NeedMore);
                     }
                     let findings = scanner.findings();
-                    if let Some(progress) = self.finish_message(findings, cx, out) {
+                    let progress = self.finish_message(findings, cx, out);
+                    self.record_refusal(b"DATA");
+                    if let Some(progress) = progress {
                         return (pos, progress);
                     }
                 }
@@ -204,7 +236,9 @@ impl Session {
                     if *remaining > 0 {
                         return (pos, Progress::NeedMore);
                     }
-                    if let Some(progress) = self.finish_chunk(cx, out) {
+                    let progress = self.finish_chunk(cx, out);
+                    self.record_refusal(b"BDAT");
+                    if let Some(progress) = progress {
                         return (pos, progress);
                     }
                 }
@@ -225,8 +259,12 @@ impl Session {
                     let progress = match lf {
                         Some(i) => {
                             pos += i + 1;
+                            self.line_has_followers = pos < buf.len();
                             let line = &rest[..i];
-                            self.command(line.strip_suffix(b"\r").unwrap_or(line), cx, out)
+                            let line = line.strip_suffix(b"\r").unwrap_or(line);
+                            let progress = self.command(line, cx, out);
+                            self.record_refusal(line);
+                            progress
                         }
                         None if rest.len() >= MAX_COMMAND_LINE => {
                             // RFC 5321 4.5.3.1.4; the tail of the line is not a command.
@@ -247,7 +285,9 @@ impl Session {
     fn command(&mut self, line: &[u8], cx: &Context, out: &mut Vec<u8>) -> Option<Progress> {
         self.commands += 1;
         if self.commands > self.config.max_commands {
-            return Some(self.close_with(reply::too_many_commands(&self.config.hostname), out));
+            let refusal = reply::too_many_commands(&self.config.hostname);
+            self.refusing = Some(refusal.clone());
+            return Some(self.close_with(refusal, out));
         }
         if line.contains(&0) {
             return self.error(reply::NUL_IN_COMMAND, out);
@@ -259,7 +299,7 @@ impl Session {
         match command {
             Command::Ehlo(name) => self.helo(name, true, out),
             Command::Helo(name) => self.helo(name, false, out),
-            Command::Mail(mail) => self.mail(mail, out),
+            Command::Mail(mail) => self.mail(mail, cx, out),
             Command::Rcpt(rcpt) => self.rcpt(rcpt, cx, out),
             Command::Data => self.data(cx, out),
             Command::Bdat { size, last } => self.bdat(size, last, cx),
@@ -303,7 +343,7 @@ impl Session {
         None
     }
 
-    fn mail(&mut self, mail: MailFrom, out: &mut Vec<u8>) -> Option<Progress> {
+    fn mail(&mut self, mail: MailFrom, cx: &Context, out: &mut Vec<u8>) -> Option<Progress> {
         match self.state {
             State::ExpectMail => {}
             State::ExpectHelo => return self.error(reply::NEED_HELO, out),
@@ -321,7 +361,17 @@ impl Session {
             .size
             .is_some_and(|s| s > self.config.max_message_size as u64)
         {
+            self.refusing = Some(reply::MESSAGE_TOO_BIG);
             reply::MESSAGE_TOO_BIG.write_to(out);
+            return None;
+        }
+        // The client's message rate and the like (crate::abuse::client_policy).
+        if let Some(refusal) = cx.policy.check_sender(&self.peer, cx.now) {
+            self.refusing = Some(refusal.clone());
+            if refusal.code == 421 {
+                return Some(self.close_with(refusal, out));
+            }
+            refusal.write_to(out);
             return None;
         }
         self.tx = Transaction {
@@ -356,19 +406,21 @@ impl Session {
             reply::TOO_MANY_RECIPIENTS.write_to(out);
             return None;
         }
-        match cx.policy.check_recipient(&self.peer, &address) {
+        let refusal = match cx.policy.check_recipient(&self.peer, &address) {
             RcptVerdict::Accept => {
                 self.tx.recipients.push(address);
                 self.state = State::ExpectRcptOrData;
-                reply::RECIPIENT_OK
+                reply::RECIPIENT_OK.write_to(out);
+                return None;
             }
             RcptVerdict::UnknownUser => reply::unknown_user(&address),
             RcptVerdict::RelayDenied => reply::relay_denied(&address),
             RcptVerdict::BadAddress => reply::unroutable_address(&address),
             RcptVerdict::BadDestination => reply::unroutable_destination(&address),
             RcptVerdict::TempFail(reason) => reply::temp_fail(&reason),
-        }
-        .write_to(out);
+        };
+        refusal.write_to(out);
+        self.refusing = Some(refusal);
         None
     }
 
@@ -379,6 +431,13 @@ impl Session {
             State::ExpectMail => return self.error(reply::NEED_MAIL, out),
             State::ExpectRcpt => return self.error(reply::NEED_RCPT, out),
             _ => return self.error(reply::DATA_AFTER_BDAT, out),
+        }
+        if self.line_has_followers && self.config.forbid_text_before_354 {
+            // RFC 2920 §3.1: DATA ends a pipelined group; whatever came with it was sent
+            // without waiting for the 354. Refused for every client, as Postfix's
+            // smtpd_forbid_unauth_pipelining does for unauthenticated ones.
+            self.refusing = Some(reply::TEXT_BEFORE_354);
+            return Some(self.close_with(reply::TEXT_BEFORE_354, out));
         }
         self.start_message(cx);
         self.state = State::ExpectBody(DataScanner::new(self.config.max_message_size));
@@ -434,6 +493,9 @@ impl Session {
         };
         if let Some((reply, resume)) = refusal {
             reply.write_to(out);
+            if reply.code == reply::MESSAGE_TOO_BIG.code {
+                self.refusing = Some(reply);
+            }
             self.state = *resume;
             return self.check_errors(out);
         }
@@ -497,6 +559,7 @@ impl Session {
         };
         if let Some(reply) = refusal {
             reply.write_to(out);
+            self.refusing = Some(reply);
             self.reset_transaction();
             return None;
         }
@@ -533,8 +596,12 @@ impl Session {
     }
 
     fn check_errors(&mut self, out: &mut Vec<u8>) -> Option<Progress> {
-        (self.errors >= self.config.max_errors)
-            .then(|| self.close_with(reply::too_many_errors(&self.config.hostname), out))
+        if self.errors < self.config.max_errors {
+            return None;
+        }
+        let refusal = reply::too_many_errors(&self.config.hostname);
+        self.refusing = Some(refusal.clone());
+        Some(self.close_with(refusal, out))
     }
 
     fn close_with(&mut self, reply: Reply, out: &mut Vec<u8>) -> Progress {
