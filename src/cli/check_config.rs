@@ -48,6 +48,20 @@ pub fn run(file: &Path) -> Result<ExitCode, ExitCode> {
             crate::config::LogFormatSetting::Json => "json",
         }
     );
+    println!(
+        "  inject        {}",
+        match crate::inject::socket_path(&config) {
+            Some(socket) => format!(
+                "{} (senders: {})",
+                socket.display(),
+                match config.inject.sender_check {
+                    crate::config::SenderCheck::Any => "any",
+                    crate::config::SenderCheck::Login => "login name only",
+                }
+            ),
+            None => "(off)".to_string(),
+        }
+    );
     println!("  local domains {}", config.local.domains.join(", "));
     println!("  mail root     {}", config.mail_root().display());
     // Who may relay is the setting most worth a second look: an open relay is abused in hours.

@@ -17,6 +17,7 @@ pub struct Config {
     pub dns: DnsSection,
     pub relay: RelaySection,
     pub redis: RedisSection,
+    pub inject: InjectSection,
 }
 
 /// `[server]`: identity, storage and threads.
@@ -571,6 +572,52 @@ impl Default for RelaySection {
             pool_by_sender_domain: Default::default(),
             pool_header: String::new(),
             backoff: Default::default(),
+        }
+    }
+}
+
+/// `[inject]`: local injection (`ringmail sendmail`) and qmail-inject's header defaults.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct InjectSection {
+    /// The injection socket (`crate::inject`), relative to `data_dir` unless absolute; `""`
+    /// turns injection off. Mode 0666: who may reach it may inject.
+    pub socket: PathBuf,
+    /// qmail's defaulthost: the domain added to an address without one (`bob` becomes
+    /// `bob@default_host`), and of the sender's own address. Empty: `server.hostname`.
+    pub default_host: String,
+    /// qmail's defaultdomain: added to a domain without a dot (`bob@mail` becomes
+    /// `bob@mail.default_domain`). Empty: none added.
+    pub default_domain: String,
+    /// qmail's plusdomain: replaces a `+` at the end of a domain (`bob@host+`). Empty:
+    /// `default_host`.
+    pub plus_domain: String,
+    /// qmail's idhost: the domain of generated Message-IDs. Empty: `default_host`.
+    pub id_host: String,
+    /// Which envelope senders a local user may claim: `"any"`, or `"login"` (their own login
+    /// name only; root and the server's user may claim any).
+    pub sender_check: SenderCheck,
+}
+
+/// `inject.sender_check`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SenderCheck {
+    /// Any sender (qmail-inject and Postfix's sendmail by default); the uid is recorded.
+    Any,
+    /// The local part must be the caller's login name.
+    Login,
+}
+
+impl Default for InjectSection {
+    fn default() -> Self {
+        InjectSection {
+            socket: "inject.sock".into(),
+            default_host: String::new(),
+            default_domain: String::new(),
+            plus_domain: String::new(),
+            id_host: String::new(),
+            sender_check: SenderCheck::Any,
         }
     }
 }

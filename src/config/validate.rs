@@ -27,6 +27,7 @@ pub fn validate(config: &Config) -> Problems {
     check_values(config, p);
     check_abuse_defences(config, p);
     check_files(config, p);
+    check_inject(config, p);
     std::mem::take(p)
 }
 
@@ -454,6 +455,24 @@ fn check_abuse_defences(config: &Config, p: &mut Problems) {
                 format!("rule {n}: `max_message_size` must be at least 1024 octets"),
             );
         }
+    }
+}
+
+/// `[inject]`: the domains qmail-inject's rules add must be plain domain names.
+fn check_inject(config: &Config, p: &mut Problems) {
+    let inject = &config.inject;
+    for (key, domain) in [
+        ("inject.default_host", &inject.default_host),
+        ("inject.default_domain", &inject.default_domain),
+        ("inject.plus_domain", &inject.plus_domain),
+        ("inject.id_host", &inject.id_host),
+    ] {
+        if !domain.is_empty() {
+            check_domain(p, key, domain);
+        }
+    }
+    if inject.socket.to_string_lossy().contains('\0') {
+        p.add("inject.socket", "must be a path");
     }
 }
 

@@ -95,6 +95,8 @@ pub struct Setup {
     pub live: Arc<reload::Reloadable>,
     /// Per-client-IP session and message counters for the whole server (`crate::abuse`).
     pub ip_table: Arc<crate::abuse::IpTable>,
+    /// Messages from the injection socket (`ringmail sendmail`); shard `i` serves `inject[i]`.
+    pub inject: Vec<flume::Receiver<crate::inject::ShardInject>>,
 }
 
 /// Runs the server until it is told to stop. Returns once every shard has shut down.
@@ -138,6 +140,10 @@ pub fn run_from(mut config: Config, path: Option<std::path::PathBuf>) -> Result<
             .unwrap_or(1),
         n => n,
     };
+    if let Some(socket) = crate::inject::socket_path(&config) {
+        crate::inject::prepare_socket_dir(&socket, &config.server.data_dir, &identity)
+            .map_err(ServerError::DataDir)?;
+    }
     let listen = listeners::resolve(&config)?;
     let bound = listeners::bind_all(&listen, shard_count)?;
     identity.drop_privileges()?;
@@ -203,6 +209,21 @@ pub fn run_from(mut config: Config, path: Option<std::path::PathBuf>) -> Result<
         },
         path.map(|p| std::path::absolute(&p).unwrap_or(p)),
     ));
+    let (inject_senders, inject) = crate::inject::channels(shard_count);
+    let _inject_server = match crate::inject::socket_path(&config) {
+        Some(path) => Some(
+            crate::inject::InjectServer::start(
+                &sidecar,
+                &path,
+                crate::inject::server::InjectSettings::from_config(&config),
+                inject_senders,
+            )
+            .map_err(|e| {
+                ServerError::DataDir(format!("injection socket {}: {e}", path.display()))
+            })?,
+        ),
+        None => None,
+    };
     let setup = Arc::new(Setup {
         config,
         listen,
@@ -215,6 +236,7 @@ pub fn run_from(mut config: Config, path: Option<std::path::PathBuf>) -> Result<
         suspensions,
         live: Arc::clone(&live),
         ip_table: Arc::new(crate::abuse::IpTable::new()),
+        inject,
     });
 
     let shard_setup = Arc::clone(&setup);
@@ -300,6 +322,9 @@ fn announce(setup: &Setup, shard_count: usize) {
     }
     for addr in &setup.listen.pop3s {
         println!("ringmail: pop3s listening on {addr}");
+    }
+    if let Some(socket) = crate::inject::socket_path(config) {
+        println!("ringmail: injection socket {}", socket.display());
     }
     println!(
         "ringmail: mail for {} goes to {}/<domain>/<user>/Maildir",

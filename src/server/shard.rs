@@ -144,6 +144,10 @@ async fn start(
             }));
         }
     }
+    // Messages from the injection socket (crate::inject), committed like SMTP's.
+    if let Some(requests) = setup.inject.get(id).cloned() {
+        glommio::spawn_local(crate::inject::serve_shard(requests, Rc::clone(&smtp))).detach();
+    }
     // Queue control from the control socket (crate::control); the scheduler will answer it.
     if let Some(requests) = setup.control.get(id).cloned() {
         glommio::spawn_local(crate::control::serve_shard(requests, scheduler.clone())).detach();

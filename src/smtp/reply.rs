@@ -298,6 +298,16 @@ pub fn data_too_slow(host: &str) -> Reply {
     )
 }
 
+/// `ringmail sendmail -bs`: the server refused for good a message the session had taken (its
+/// own recipient or sender checks); the text is the server's reason.
+pub fn commit_refused(reason: &str) -> Reply {
+    Reply::owned(
+        554,
+        "5.7.0",
+        format!("Error: message refused: {}", clean(reason)),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -158,6 +158,18 @@ impl Session {
         self.resume(cx, out)
     }
 
+    /// Like [`Session::committed`] for a message refused for good after the end of data (by an
+    /// injection server that checks again, for `ringmail sendmail -bs`): `reply` is sent instead
+    /// of 250 or 451, and the session carries on.
+    pub fn commit_refused(&mut self, reply: Reply, cx: &Context, out: &mut Vec<u8>) -> Progress {
+        if !matches!(self.state, State::ExpectCommitted) {
+            return self.resume(cx, out);
+        }
+        reply.write_to(out);
+        self.reset_transaction();
+        self.resume(cx, out)
+    }
+
     /// The client was idle too long: 421 4.4.2 (RFC 5321 4.5.3.2), then close.
     pub fn timeout(&mut self, out: &mut Vec<u8>) {
         self.close_with(reply::timeout(&self.config.hostname), out);
@@ -375,7 +387,7 @@ impl Session {
             return None;
         }
         self.tx = Transaction {
-            sender: mail.address,
+            sender: crate::address::canonical_address(&mail.address),
             smtputf8: mail.smtputf8,
             body_8bit: mail.body_8bit,
             ..Transaction::default()
@@ -396,7 +408,8 @@ impl Session {
             // RFC 5321 4.5.1: <postmaster> without a domain is our postmaster.
             format!("postmaster@{}", self.config.hostname)
         } else {
-            rcpt.address
+            // RFC 5321 4.1.2: `"bob"@x` is `bob@x`; the queue keeps the canonical form.
+            crate::address::canonical_address(&rcpt.address)
         };
         if !self.tx.smtputf8 && !address.is_ascii() {
             return self.error(reply::NEEDS_SMTPUTF8, out);
