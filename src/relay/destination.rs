@@ -164,6 +164,21 @@ impl Owner {
         self.workers.get()
     }
 
+    /// Each destination this shard owns now: (name, connections open or opening, jobs
+    /// waiting), for /metrics. A destination served from several pools (one queue each) is
+    /// summed into one entry.
+    pub fn destination_load(&self) -> Vec<(String, usize, usize)> {
+        let mut load: std::collections::BTreeMap<String, (usize, usize)> = Default::default();
+        for q in self.destinations.borrow().values() {
+            let entry = load.entry(q.key.destination.to_string()).or_default();
+            entry.0 += q.workers.get();
+            entry.1 += q.jobs_rx.len();
+        }
+        load.into_iter()
+            .map(|(name, (workers, jobs))| (name, workers, jobs))
+            .collect()
+    }
+
     /// Starts workers while jobs outnumber idle workers and the limits allow.
     fn pump(self: &Rc<Self>, queue: &Rc<DestinationQueue>) {
         while queue.jobs_rx.len() > queue.idle.get()
@@ -252,6 +267,11 @@ impl Owner {
             let reports = self
                 .run_job(&queue.key, source, &job, &mut connection)
                 .await;
+            for (_, report) in &reports {
+                if matches!(report.status, DeliveryStatus::Deferred { .. }) {
+                    crate::metrics::destination_deferred(&queue.key.destination);
+                }
+            }
             let _ = job.reply.send(reports);
             if connection
                 .as_ref()

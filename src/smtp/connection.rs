@@ -207,6 +207,7 @@ pub async fn serve(mut stream: TcpStream, shard: Rc<SmtpShard>) {
     let mut out = Vec::with_capacity(1024);
     session.greeting(&mut out);
     loop {
+        crate::metrics::count_smtp_syntax_errors(&out);
         if stream.write_all(&out).await.is_err() {
             return;
         }
@@ -273,6 +274,7 @@ pub async fn serve(mut stream: TcpStream, shard: Rc<SmtpShard>) {
             match progress {
                 Progress::NeedMore => break,
                 Progress::Close => {
+                    crate::metrics::count_smtp_syntax_errors(&out);
                     let _ = stream.write_all(&out).await;
                     return;
                 }
@@ -322,11 +324,13 @@ async fn commit(
                 message.len(),
                 envelope.recipients.len()
             );
+            crate::metrics::message_accepted(crate::metrics::Source::Smtp, message.len());
             shard.scheduler.submit(id, envelope, message);
             Ok(id.to_string())
         }
         Err(e) => {
             log::error!("smtp {remote}: cannot queue a message: {e}");
+            crate::metrics::smtp_refused(crate::metrics::Refusal::QueueError);
             Err("queue write failed, try again later".to_string())
         }
     }

@@ -28,6 +28,8 @@ pub struct Server {
     /// A test directory this server owns (see [`Server::start_owning`]); removed after the
     /// server is stopped, since fields drop after `Drop::drop`.
     owned_dir: Option<TestDir>,
+    /// The HTTP control plane's address, when `[http] listen` is set.
+    pub http: Option<SocketAddr>,
 }
 
 /// A fresh temporary directory for one test: removed when the test passes, kept (with the
@@ -136,6 +138,7 @@ impl Server {
         let mut smtp = None;
         let mut pop3 = None;
         let mut pop3s = None;
+        let mut http = None;
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -153,6 +156,8 @@ impl Server {
                 pop3 = Some(addr.parse().unwrap());
             } else if let Some(addr) = line.strip_prefix("ringmail: pop3s listening on ") {
                 pop3s = Some(addr.parse().unwrap());
+            } else if let Some(addr) = line.strip_prefix("ringmail: http listening on ") {
+                http = Some(addr.parse().unwrap());
             } else if line.starts_with("ringmail: queue in ") {
                 break;
             }
@@ -165,6 +170,7 @@ impl Server {
             pop3,
             pop3s,
             owned_dir: None,
+            http,
         }
     }
 
