@@ -13,6 +13,7 @@
 //! - `control`: queue control on the running server (flush, delete, bounce, pause, resume).
 //! - `server`: one shard's wiring: listeners, queue, scheduler, shutdown.
 //! - `cli`: the `ringmail` command line.
+//! - `redis_client`: Redis for the shards, on the sidecar (shared shaping limits).
 //! - `address`: canonical addresses: when two spellings are one mailbox, and which never are.
 //! - `dkim`, `suppression`, `unsubscribe`, `feedback`: deliverability for bulk senders: DKIM
 //!   signing, the suppression list, RFC 8058 one-click unsubscribe, ARF complaint reports.
@@ -30,14 +31,15 @@ pub mod dkim;
 pub mod dns;
 pub mod durable_dir;
 pub mod envelope;
+pub mod feedback;
 pub mod http;
 pub mod inject;
-pub mod feedback;
 pub mod logging;
 pub mod mailbox;
 pub mod metrics;
 pub mod pop3;
 pub mod queue;
+pub mod redis_client;
 pub mod relay;
 pub mod server;
 pub mod sidecar;

@@ -1,7 +1,7 @@
 //! Deliverability end to end, with the real binary and verifiers nobody here wrote: DKIM
 //! signatures (RSA-SHA256 and Ed25519-SHA256, keys made by `ringmail dkim keygen`, records served
 //! by the loopback DNS server) checked by Python's dkimpy on the bytes an aiosmtpd receiver got;
-//! one-click unsubscribe headers whose token, POSTed to the endpoint function, suppresses the
+//! one-click unsubscribe headers whose token, POSTed with curl to the running server, suppresses the
 //! recipient for that list; the suppression list (CLI on a running server, hard-bounce
 //! auto-suppression, the 5.7.1 failure and its bounce); and an RFC 5965 ARF report that
 //! suppresses its complaining recipient.
@@ -129,7 +129,8 @@ fn dkim_signatures_verify_and_one_click_unsubscribe_suppresses_for_its_list() {
          [[dkim.keys]]\ndomain = \"example.test\"\nselector = \"ed\"\nalgorithm = \"ed25519\"\n\
          key_file = \"{k}/example.test.ed.pem\"\n\n\
          [unsubscribe]\nsecret_file = \"{s}\"\nbase_url = \"https://mx.test\"\n\
-         mailto = \"unsubscribe@example.test\"\n",
+         mailto = \"unsubscribe@example.test\"\n\n\
+         [http]\nlisten = \"127.0.0.1:0\"\n",
         k = keys.display(),
         s = secret.display()
     );
@@ -247,29 +248,22 @@ fn dkim_signatures_verify_and_one_click_unsubscribe_suppresses_for_its_list() {
     }
     assert_ne!(urls[0], urls[1]);
 
-    // The endpoint: what the control plane serves at POST /unsubscribe/TOKEN, writing to the
-    // running server's suppression file (as the server's process would).
-    let suppression =
-        ringmail::suppression::SuppressionList::open(&relay.dir.join("data/suppression")).unwrap();
-    let key = ringmail::unsubscribe::TokenKey::new(b"a-test-secret-of-more-than-16-bytes").unwrap();
-    let unsubscriber = ringmail::unsubscribe::Unsubscriber::new(key, "https://mx.test", "", &[]);
+    // The endpoint on the running server's HTTP control plane, posted to with curl as a
+    // mailbox provider would (RFC 8058 §3.2): no bearer token; the URL's token is the credential.
+    let http = server.http.expect("the HTTP listener is announced");
+    let post = |path: &str| {
+        let out = Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST"])
+            .args(["-H", "Content-Type: application/x-www-form-urlencoded"])
+            .args(["--data", "List-Unsubscribe=One-Click"])
+            .arg(format!("http://{http}{path}"))
+            .output()
+            .expect("curl runs");
+        String::from_utf8(out.stdout).unwrap()
+    };
     let forged = urls[0].replace('.', ".A");
-    let refused = ringmail::unsubscribe::handle_post(
-        &unsubscriber,
-        &suppression,
-        &forged,
-        b"List-Unsubscribe=One-Click",
-        1,
-    );
-    assert_eq!(refused.status, 403);
-    let accepted = ringmail::unsubscribe::handle_post(
-        &unsubscriber,
-        &suppression,
-        &urls[0],
-        b"List-Unsubscribe=One-Click",
-        1,
-    );
-    assert_eq!(accepted.status, 200, "{accepted:?}");
+    assert_eq!(post(&forged), "403", "a forged token is refused");
+    assert_eq!(post(&urls[0]), "200", "log:\n{}", server.log());
     let listed = String::from_utf8(server.ctl(&["suppress", "list"]).stdout).unwrap();
     assert!(listed.contains("carol@dkim.test\tweekly\t"), "{listed}");
 

@@ -473,3 +473,103 @@ fn refused_connection_keeps_its_error_kind() {
         assert_eq!(err.detail("x").1.code, StatusCode(4, 4, 1));
     });
 }
+
+#[test]
+fn binds_the_source_address_and_says_its_own_helo() {
+    use ringmail::relay::client::{Bind, connect_from};
+    let rx = Receiver::start("127.0.0.2:0", Script::default());
+    let addr = rx.addr();
+    // Nothing listens here: the bound connect must report the refusal, not hang.
+    let closed = std::net::TcpListener::bind("127.0.0.2:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    run(move || async move {
+        let from = Bind {
+            address: Some("127.0.0.7".parse().unwrap()),
+            helo: Some("seven.example.test".into()),
+        };
+        let mut client = connect_from(
+            addr,
+            "receiver.test",
+            TlsMode::None,
+            &default_settings(),
+            &from,
+        )
+        .await
+        .expect("connect from 127.0.0.7");
+        client
+            .send(&msg(&["a@b.test"], b"hi\r\n"))
+            .await
+            .expect("send");
+        client.quit().await;
+        let err = connect_from(closed, "x", TlsMode::None, &default_settings(), &from)
+            .await
+            .err()
+            .expect("refused");
+        assert_eq!(err.stage, Stage::Connect);
+        assert!(
+            matches!(&err.kind, ClientErrorKind::Connect(e) if e.kind() == std::io::ErrorKind::ConnectionRefused),
+            "{err}"
+        );
+        // An address this host does not have cannot be bound: our problem, said so.
+        let foreign = Bind {
+            address: Some("192.0.2.1".parse().unwrap()),
+            helo: None,
+        };
+        let err = connect_from(addr, "x", TlsMode::None, &default_settings(), &foreign)
+            .await
+            .err()
+            .expect("cannot bind");
+        assert!(
+            matches!(&err.kind, ClientErrorKind::Connect(e) if e.kind() == std::io::ErrorKind::AddrNotAvailable),
+            "{err}"
+        );
+        assert!(err.to_string().contains("cannot bind 192.0.2.1"), "{err}");
+    });
+    let t = &rx.transactions()[0];
+    assert_eq!(t.peer.ip().to_string(), "127.0.0.7");
+    assert_eq!(t.helo, "seven.example.test");
+}
+
+#[test]
+fn binds_an_ipv6_source_and_refuses_a_family_mismatch() {
+    use ringmail::relay::client::{Bind, connect_from};
+    let rx = Receiver::start("[::1]:0", Script::default());
+    let addr = rx.addr();
+    run(move || async move {
+        let v6 = Bind {
+            address: Some("::1".parse().unwrap()),
+            helo: Some("six.example.test".into()),
+        };
+        let mut client = connect_from(
+            addr,
+            "receiver.test",
+            TlsMode::None,
+            &default_settings(),
+            &v6,
+        )
+        .await
+        .expect("connect from ::1");
+        client
+            .send(&msg(&["a@b.test"], b"hi\r\n"))
+            .await
+            .expect("send");
+        client.quit().await;
+        let v4 = Bind {
+            address: Some("127.0.0.1".parse().unwrap()),
+            helo: None,
+        };
+        let err = connect_from(addr, "x", TlsMode::None, &default_settings(), &v4)
+            .await
+            .err()
+            .expect("an IPv4 source cannot reach an IPv6 host");
+        assert!(
+            matches!(&err.kind, ClientErrorKind::Connect(e) if e.kind() == std::io::ErrorKind::AddrNotAvailable),
+            "{err}"
+        );
+    });
+    let t = &rx.transactions()[0];
+    assert_eq!(t.peer.ip().to_string(), "::1");
+    assert_eq!(t.helo, "six.example.test");
+}

@@ -2,8 +2,8 @@
 //! command group.
 
 mod check_config;
-mod import_qmail;
 mod dkim;
+mod import_qmail;
 mod passwd;
 mod queue;
 mod queue_control;
@@ -323,8 +323,10 @@ A restart resumes delivery.")]
     /// Ask the running server whether delivery is paused, and how much is pending per shard.
     #[command(long_about = "\
 Ask the running server whether delivery is running or paused, and how many recipients each \
-shard has pending. (`ringmail queue stat` counts from the queue files instead, and works \
-without a running server.)")]
+shard has pending; then one line per destination (or source address at a destination) that a \
+`[relay.backoff]` rule has suspended or slowed, with the time left, the rule and the reply that \
+matched it. (`ringmail queue stat` counts from the queue files instead, and works without a \
+running server.)")]
     #[command(after_help = CONTROL_HELP)]
     Status(ConfigArg),
 }

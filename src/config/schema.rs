@@ -16,6 +16,7 @@ pub struct Config {
     pub tls: TlsSection,
     pub dns: DnsSection,
     pub relay: RelaySection,
+    pub redis: RedisSection,
     pub http: HttpSection,
     pub inject: InjectSection,
     pub dkim: super::deliverability::DkimSection,
@@ -412,6 +413,141 @@ pub struct RelaySection {
     /// Seconds a host that refused a connection or timed out is skipped; its mail waits for it
     /// without using up retries.
     pub host_backoff_secs: u64,
+    /// MX rollup: provider name -> MX host suffixes (`google = [".google.com"]`). Domains whose
+    /// MX hosts end in one of a provider's suffixes share its shaping limits. Adds to and
+    /// overrides the built-in providers (an empty list turns a built-in provider off).
+    pub providers: std::collections::BTreeMap<String, Vec<String>>,
+    /// Traffic shaping: a destination domain, a provider name, or `*` (every other domain, each
+    /// on its own) -> its limits. Merged key by key over the built-in provider defaults.
+    pub shaping: std::collections::BTreeMap<String, ShapingSetting>,
+    /// The longest a message waits at its destination's owner for a rate limit or a suspension;
+    /// one that would wait longer is deferred without using up a retry.
+    pub shaping_max_wait_secs: u64,
+    /// Source-IP pools: name -> the local addresses outbound connections bind to.
+    pub pools: std::collections::BTreeMap<String, PoolSetting>,
+    /// The pool for senders not in `pool_by_sender_domain`; empty (the default): no pool, the
+    /// kernel picks the source address and `helo_name` is sent.
+    pub default_pool: String,
+    /// Sender (envelope MAIL FROM) domain -> pool name.
+    pub pool_by_sender_domain: std::collections::BTreeMap<String, String>,
+    /// A header field by which a message names its own pool (e.g. `X-Ringmail-Pool`), ahead of
+    /// `pool_by_sender_domain`; removed before the message is sent. Empty (the default): off.
+    pub pool_header: String,
+    /// Reply-pattern backoff rules: name -> a pattern on remote replies and what it does.
+    pub backoff: std::collections::BTreeMap<String, BackoffSetting>,
+}
+
+/// `[relay.shaping."KEY"]`: limits for one destination domain or provider. Every key is
+/// optional; 0 means no limit.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ShapingSetting {
+    /// Connections open at once, per source address.
+    pub max_connections: Option<usize>,
+    /// Messages over one connection before it is closed.
+    pub max_messages_per_connection: Option<usize>,
+    /// Pacing: the strictest of these sets the spacing between messages, per source address.
+    pub messages_per_second: Option<u32>,
+    pub messages_per_minute: Option<u32>,
+    pub messages_per_hour: Option<u32>,
+    /// Messages that may go back to back after a quiet spell (1: evenly spaced).
+    pub burst: Option<u32>,
+}
+
+/// One source address of a pool.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolSource {
+    /// A local IPv4 or IPv6 address to bind() before connecting.
+    pub address: String,
+    /// The EHLO name for connections from this address (should match its PTR record); empty:
+    /// `relay.helo_name`.
+    #[serde(default)]
+    pub helo: String,
+    /// Share of the pool's new connections (smooth weighted round-robin).
+    #[serde(default = "one")]
+    pub weight: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// `[relay.pools.NAME]`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PoolSetting {
+    pub sources: Vec<PoolSource>,
+}
+
+/// What a backoff rule does when its pattern matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackoffAction {
+    /// Send nothing for `seconds`.
+    Suspend,
+    /// Pace messages at the rule's rate for `seconds`.
+    Slow,
+}
+
+/// What a backoff rule suspends or slows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackoffScope {
+    /// The destination (its provider or domain), from every source address.
+    Destination,
+    /// Only the source address that got the reply, at that destination.
+    Source,
+}
+
+/// `[relay.backoff.NAME]`: a pattern on remote replies (`421 4.7.28 ...`) and its action.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackoffSetting {
+    /// The reply starts with this text (code, enhanced code, text; case-insensitive).
+    #[serde(default)]
+    pub prefix: String,
+    /// Or: the reply matches this regular expression.
+    #[serde(default)]
+    pub regex: String,
+    pub action: BackoffAction,
+    #[serde(default = "destination_scope")]
+    pub scope: BackoffScope,
+    /// How long the suspension or slowdown lasts.
+    pub seconds: u64,
+    /// For `slow`: the rate meanwhile (the strictest applies).
+    #[serde(default)]
+    pub messages_per_second: Option<u32>,
+    #[serde(default)]
+    pub messages_per_minute: Option<u32>,
+    #[serde(default)]
+    pub messages_per_hour: Option<u32>,
+}
+
+fn destination_scope() -> BackoffScope {
+    BackoffScope::Destination
+}
+
+/// `[redis]`: shared state for several ringmail nodes (the shaping rate limits).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedisSection {
+    /// `redis://host:port/db`; empty (the default): no Redis, every limit is local.
+    pub url: String,
+    /// How long one Redis request may take before this node falls back to its local limits.
+    pub timeout_ms: u64,
+    /// Prefix of every key ringmail writes.
+    pub key_prefix: String,
+}
+
+impl Default for RedisSection {
+    fn default() -> Self {
+        RedisSection {
+            url: String::new(),
+            timeout_ms: 500,
+            key_prefix: "ringmail:".into(),
+        }
+    }
 }
 
 impl Default for RelaySection {
@@ -433,6 +569,14 @@ impl Default for RelaySection {
             max_recipients_per_transaction: 100,
             connection_idle_secs: 10,
             host_backoff_secs: 300,
+            providers: Default::default(),
+            shaping: Default::default(),
+            shaping_max_wait_secs: 60,
+            pools: Default::default(),
+            default_pool: String::new(),
+            pool_by_sender_domain: Default::default(),
+            pool_header: String::new(),
+            backoff: Default::default(),
         }
     }
 }

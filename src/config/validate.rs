@@ -218,6 +218,8 @@ fn check_values(config: &Config, p: &mut Problems) {
         }
     }
 
+    check_shaping(config, p);
+
     let pop3 = &config.pop3;
     check_listeners(p, "pop3.listen", &pop3.listen);
     check_listeners(p, "pop3.pop3s_listen", &pop3.pop3s_listen);
@@ -261,6 +263,122 @@ fn check_values(config: &Config, p: &mut Problems) {
             }
             seen.push(addr);
         }
+    }
+}
+
+/// `relay.providers`, `relay.shaping`, `relay.pools`, `relay.backoff` and `[redis]`.
+fn check_shaping(config: &Config, p: &mut Problems) {
+    let relay = &config.relay;
+    for (name, suffixes) in &relay.providers {
+        let key = format!("relay.providers.{name}");
+        if name.is_empty()
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            p.add(
+                &key,
+                format!("`{name}` is not a provider name (letters, digits, - and _)"),
+            );
+        }
+        for suffix in suffixes {
+            check_domain(p, &key, suffix.trim_start_matches('.'));
+        }
+    }
+    let providers = crate::relay::shaping::provider_names(relay);
+    for (name, limits) in &relay.shaping {
+        let key = format!("relay.shaping.{name}");
+        if name == "*" {
+        } else if name.contains('.') {
+            check_domain(p, &key, name);
+        } else if !providers
+            .iter()
+            .any(|known| known.eq_ignore_ascii_case(name))
+        {
+            p.add(
+                &key,
+                format!(
+                    "`{name}` is neither a domain (it has no dot) nor a provider; providers are \
+                     {} and those in relay.providers",
+                    providers.join(", ")
+                ),
+            );
+        }
+        if limits.burst == Some(0) {
+            p.add(&format!("{key}.burst"), "must be at least 1");
+        }
+    }
+    for (name, pool) in &relay.pools {
+        let key = format!("relay.pools.{name}.sources");
+        if pool.sources.is_empty() {
+            p.add(&key, "list at least one source address");
+        }
+        for source in &pool.sources {
+            if source.address.parse::<std::net::IpAddr>().is_err() {
+                p.add(
+                    &key,
+                    format!("`{}` is not an IPv4 or IPv6 address", source.address),
+                );
+            }
+            if source.weight == 0 {
+                p.add(
+                    &key,
+                    format!("{}: weight must be at least 1", source.address),
+                );
+            }
+            if source
+                .helo
+                .contains(|c: char| c.is_whitespace() || c == '/')
+            {
+                p.add(&key, format!("`{}` is not a host name", source.helo));
+            }
+        }
+    }
+    if !relay.default_pool.is_empty() && !relay.pools.contains_key(&relay.default_pool) {
+        p.add(
+            "relay.default_pool",
+            format!("no pool `{}` in relay.pools", relay.default_pool),
+        );
+    }
+    for (domain, pool) in &relay.pool_by_sender_domain {
+        check_domain(p, "relay.pool_by_sender_domain", domain);
+        if !relay.pools.contains_key(pool) {
+            p.add(
+                "relay.pool_by_sender_domain",
+                format!("{domain}: no pool `{pool}` in relay.pools"),
+            );
+        }
+    }
+    if relay
+        .pool_header
+        .bytes()
+        .any(|b| !(33..=126).contains(&b) || b == b':')
+    {
+        p.add(
+            "relay.pool_header",
+            format!(
+                "`{}` is not a header field name (printable ASCII, no spaces or colons)",
+                relay.pool_header
+            ),
+        );
+    }
+    if let Err((key, message)) = crate::relay::backoff::BackoffRules::from_config(relay) {
+        p.add(&key, message);
+    }
+    let redis = &config.redis;
+    if !redis.url.is_empty() {
+        if !(redis.url.starts_with("redis://") || redis.url.starts_with("redis+unix://")) {
+            p.add(
+                "redis.url",
+                "must be redis://[user:password@]host:port[/db] or redis+unix:///path \
+                 (rediss:// TLS is not supported)",
+            );
+        } else if let Err(e) = redis::Client::open(redis.url.as_str()) {
+            p.add("redis.url", format!("not a Redis URL: {e}"));
+        }
+    }
+    if redis.timeout_ms == 0 {
+        p.add("redis.timeout_ms", "must be greater than 0");
     }
 }
 

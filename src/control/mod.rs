@@ -27,7 +27,7 @@
 //! | `flush`        | every shard              | `ok flushed 12 recipients`                      |
 //! | `pause`        | every shard              | `ok delivery paused on 2 shards`                |
 //! | `resume`       | every shard              | `ok delivery resumed on 2 shards`               |
-//! | `status`       | every shard              | `ok running, 12 recipients pending` + per shard `shard 0: running, 5 pending` |
+//! | `status`       | every shard              | `ok running, 12 recipients pending` + per shard `shard 0: running, 5 pending`, then one line per backoff suspension in force |
 //! | `delete ID`    | the shard named in `ID`  | `ok deleted 1a.0.3: 2 recipients dropped`       |
 //! | `bounce ID`    | the shard named in `ID`  | `ok bounced 1a.0.3: 2 recipients returned to the sender` |
 //!
@@ -49,7 +49,7 @@ pub mod protocol;
 mod server;
 mod summary;
 
-pub use server::{ControlRequester, ControlServer, SHARD_TIMEOUT};
+pub use server::{ControlRequester, ControlServer, SHARD_TIMEOUT, StatusNotes};
 
 use crate::queue::MessageId;
 use std::future::Future;

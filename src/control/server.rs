@@ -24,6 +24,10 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 type Shards = Arc<[flume::Sender<ControlMessage>]>;
 
+/// Lines the server adds to every `status` reply, from state outside the shards' schedulers
+/// (the relay's backoff suspensions). Called on the sidecar; it must not block.
+pub type StatusNotes = Arc<dyn Fn() -> Vec<String> + Send + Sync>;
+
 /// The listening control socket. Dropping it stops accepting and removes the socket file.
 pub struct ControlServer {
     path: PathBuf,
@@ -86,12 +90,38 @@ impl ControlServer {
         ControlServer::start_with_timeout(sidecar, socket_path, shards, SHARD_TIMEOUT)
     }
 
+    /// [`ControlServer::start`], with `notes` added to every `status` reply.
+    pub fn start_with_status_notes(
+        sidecar: &Sidecar,
+        socket_path: &Path,
+        shards: Vec<flume::Sender<ControlMessage>>,
+        notes: StatusNotes,
+    ) -> io::Result<ControlServer> {
+        ControlServer::start_full(sidecar, socket_path, shards, SHARD_TIMEOUT, notes)
+    }
+
     /// [`ControlServer::start`] with another shard deadline (tests use a short one).
     pub fn start_with_timeout(
         sidecar: &Sidecar,
         socket_path: &Path,
         shards: Vec<flume::Sender<ControlMessage>>,
         shard_timeout: Duration,
+    ) -> io::Result<ControlServer> {
+        ControlServer::start_full(
+            sidecar,
+            socket_path,
+            shards,
+            shard_timeout,
+            Arc::new(Vec::new),
+        )
+    }
+
+    fn start_full(
+        sidecar: &Sidecar,
+        socket_path: &Path,
+        shards: Vec<flume::Sender<ControlMessage>>,
+        shard_timeout: Duration,
+        notes: StatusNotes,
     ) -> io::Result<ControlServer> {
         match std::fs::remove_file(socket_path) {
             Ok(()) => {}
@@ -124,7 +154,7 @@ impl ControlServer {
         };
         let accept = sidecar
             .handle()
-            .spawn(accept_loop(listener, shards, shard_timeout));
+            .spawn(accept_loop(listener, shards, shard_timeout, notes));
         Ok(ControlServer {
             path: socket_path.to_path_buf(),
             identity: (meta.dev(), meta.ino()),
@@ -156,11 +186,21 @@ impl Drop for ControlServer {
     }
 }
 
-async fn accept_loop(listener: tokio::net::UnixListener, shards: Shards, shard_timeout: Duration) {
+async fn accept_loop(
+    listener: tokio::net::UnixListener,
+    shards: Shards,
+    shard_timeout: Duration,
+    notes: StatusNotes,
+) {
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
-                tokio::spawn(serve_connection(stream, Arc::clone(&shards), shard_timeout));
+                tokio::spawn(serve_connection(
+                    stream,
+                    Arc::clone(&shards),
+                    shard_timeout,
+                    Arc::clone(&notes),
+                ));
             }
             Err(e) => {
                 // EMFILE and friends: pause instead of spinning.
@@ -172,7 +212,12 @@ async fn accept_loop(listener: tokio::net::UnixListener, shards: Shards, shard_t
 }
 
 /// One connection: one request, one reply.
-async fn serve_connection(mut stream: UnixStream, shards: Shards, shard_timeout: Duration) {
+async fn serve_connection(
+    mut stream: UnixStream,
+    shards: Shards,
+    shard_timeout: Duration,
+    notes: StatusNotes,
+) {
     let reply = match tokio::time::timeout(REQUEST_TIMEOUT, read_request(&mut stream)).await {
         Err(_) => Reply::err(format!(
             "no request line within {} s",
@@ -183,7 +228,10 @@ async fn serve_connection(mut stream: UnixStream, shards: Shards, shard_timeout:
         Ok(Ok(bytes)) => match parse_request(&bytes) {
             Err(e) => Reply::err(e.to_string()),
             Ok(request) => {
-                let reply = dispatch(&request, &shards, shard_timeout).await;
+                let mut reply = dispatch(&request, &shards, shard_timeout).await;
+                if request == ControlRequest::Status {
+                    reply.details.extend(notes());
+                }
                 let status = if reply.ok { "ok" } else { "err" };
                 let asked = format_request(&request);
                 info!("control: {}: {status} {}", asked.trim_end(), reply.text);

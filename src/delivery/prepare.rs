@@ -41,6 +41,9 @@ pub struct ShardDeliverability {
     shared: Arc<Deliverability>,
     view: ShardView,
     blocking: BlockingPool,
+    /// Recipients delivered by relay per sender (From:) domain since start, on this shard: the
+    /// complaint rate's denominator, read by /metrics through the shard's HTTP channel.
+    relayed: std::cell::RefCell<std::collections::BTreeMap<String, u64>>,
 }
 
 /// What is learned about one message on its first attempt in this run, and the signatures made
@@ -63,6 +66,8 @@ pub struct MessagePlan {
     recipient_prefix: HashMap<usize, Rc<Vec<u8>>>,
     /// The message went to the feedback address and was processed as a report.
     feedback_done: bool,
+    /// Its From: domain, lowercased, for the per-sender-domain counts.
+    from_domain: Option<String>,
 }
 
 /// One SMTP transaction's worth of recipients and the header fields prepended for them.
@@ -104,6 +109,7 @@ impl ShardDeliverability {
             shared,
             view,
             blocking,
+            relayed: Default::default(),
         }
     }
 
@@ -130,6 +136,7 @@ impl ShardDeliverability {
             (Some(keys), Some(from)) => keys.signing_domain(from).map(str::to_string),
             _ => None,
         };
+        plan.from_domain = from.map(|domain| domain.to_ascii_lowercase());
     }
 
     /// A failure report if `recipient` is suppressed (for all mail, or for the message's list).
@@ -292,6 +299,28 @@ impl ShardDeliverability {
                 fallback.into_iter().map(Rc::new).collect()
             }
         }
+    }
+
+    /// After an attempt: counts the recipients it delivered by relay against the message's
+    /// From: domain (the complaint rate's denominator).
+    pub fn count_relayed(&self, plan: &MessagePlan, delivered: u64) {
+        if delivered == 0 {
+            return;
+        }
+        let domain = plan.from_domain.as_deref().unwrap_or("(none)");
+        let mut relayed = self.relayed.borrow_mut();
+        match relayed.get_mut(domain) {
+            Some(count) => *count += delivered,
+            None => {
+                relayed.insert(domain.to_string(), delivered);
+            }
+        }
+    }
+
+    /// [`Self::count_relayed`]'s totals on this shard.
+    pub fn relayed_by_sender_domain(&self) -> Vec<(String, u64)> {
+        let relayed = self.relayed.borrow();
+        relayed.iter().map(|(d, n)| (d.clone(), *n)).collect()
     }
 
     /// After an attempt: a recipient that a remote server refused permanently as a bad mailbox

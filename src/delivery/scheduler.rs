@@ -216,6 +216,14 @@ impl Scheduler {
         self.attempts_in_flight.get()
     }
 
+    /// Recipients this shard delivered by relay since start, per sender (From:) domain.
+    pub fn sender_domain_deliveries(&self) -> Vec<(String, u64)> {
+        self.deliverability
+            .as_ref()
+            .map(|d| d.relayed_by_sender_domain())
+            .unwrap_or_default()
+    }
+
     /// `queue pause`: no new attempts start until `resume`; acceptance goes on.
     pub fn pause(&self) {
         self.paused.set(true);
@@ -490,6 +498,14 @@ impl Scheduler {
                 .filter_map(|(i, r, _)| Some((envelope.recipients.get(*i)?.clone(), r)))
                 .collect();
             d.learn_from_reports(&seen);
+            let relayed = reports
+                .iter()
+                .filter(|(_, r, channel)| {
+                    matches!(channel, Channel::Remote)
+                        && matches!(r.status, DeliveryStatus::Delivered)
+                })
+                .count();
+            d.count_relayed(plan, relayed as u64);
         }
 
         let now = now_unix();

@@ -122,6 +122,16 @@ pub struct Plane {
     local: SocketAddr,
     /// Round-robin start for spreading injected messages over the shards.
     next_shard: std::sync::atomic::AtomicUsize,
+    /// Backoff suspensions in force (for /metrics).
+    suspensions: Arc<crate::relay::suspensions::SuspensionBoard>,
+    /// The one-click unsubscribe endpoint's key and the suppression list it writes.
+    deliverability: Arc<crate::delivery::prepare::Deliverability>,
+}
+
+/// What the plane reads from the rest of the server besides the shards and the control socket.
+pub struct PlaneSources {
+    pub suspensions: Arc<crate::relay::suspensions::SuspensionBoard>,
+    pub deliverability: Arc<crate::delivery::prepare::Deliverability>,
 }
 
 /// The running listener; dropping it stops accepting.
@@ -139,6 +149,7 @@ impl HttpServer {
         config: &Config,
         shards: Vec<flume::Sender<ShardRequest>>,
         control: ControlRequester,
+        sources: PlaneSources,
     ) -> std::io::Result<HttpServer> {
         let local = listener.local_addr()?;
         let listener = {
@@ -154,6 +165,8 @@ impl HttpServer {
             policy: Arc::new(RcptPolicy::new(config)),
             local,
             next_shard: Default::default(),
+            suspensions: sources.suspensions,
+            deliverability: sources.deliverability,
         });
         let accept = sidecar.handle().spawn(server::accept_loop(listener, plane));
         Ok(HttpServer { accept, local })

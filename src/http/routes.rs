@@ -2,10 +2,10 @@
 //! /healthz and the injection call.
 
 use super::inject::{InjectRequest, InjectRules, Prepared, prepare};
+use super::shard_service::ShardSample;
 use super::{Plane, Reply, ShardRequest, queue_api};
 use crate::control::ControlRequest;
 use crate::envelope::Envelope;
-use crate::metrics::DestinationSample;
 use crate::queue::MessageId;
 use crate::smtp::PeerInfo;
 use hyper::body::Bytes;
@@ -62,6 +62,8 @@ pub async fn route(
             Err(reply) => reply,
         },
         (&Method::POST, ["api", "inject"]) => inject(plane, &body, remote).await,
+        (&Method::POST, ["unsubscribe", _]) => unsubscribe_post(plane, path, body).await,
+        (&Method::GET, ["unsubscribe", _]) => unsubscribe_get(plane, path),
         _ if known_path(&segments) => Reply::error(
             StatusCode::METHOD_NOT_ALLOWED,
             format!("{method} is not allowed on {path}"),
@@ -73,7 +75,12 @@ pub async fn route(
 fn known_path(segments: &[&str]) -> bool {
     matches!(
         segments,
-        ["metrics"] | ["healthz"] | ["api", "status"] | ["api", "queue", ..] | ["api", "inject"]
+        ["metrics"]
+            | ["healthz"]
+            | ["api", "status"]
+            | ["api", "queue", ..]
+            | ["api", "inject"]
+            | ["unsubscribe", _]
     )
 }
 
@@ -87,7 +94,7 @@ fn parse_id(text: &str) -> Result<MessageId, Reply> {
 }
 
 /// Asks every shard for its destinations; `None` for a shard that did not answer in time.
-async fn ask_shards(plane: &Plane) -> Vec<Option<Vec<DestinationSample>>> {
+async fn ask_shards(plane: &Plane) -> Vec<Option<ShardSample>> {
     let deadline = tokio::time::Instant::now() + SHARD_ANSWER;
     let mut waiting = Vec::new();
     for shard in &plane.shards {
@@ -112,15 +119,69 @@ async fn ask_shards(plane: &Plane) -> Vec<Option<Vec<DestinationSample>>> {
     answers
 }
 
+/// `POST /unsubscribe/TOKEN` (RFC 8058 one-click): a valid token suppresses its recipient for
+/// its list at once. The suppression list's write fsyncs, so it runs on a blocking thread.
+async fn unsubscribe_post(plane: &Plane, path: &str, body: Bytes) -> Reply {
+    let Some(unsubscriber) = plane.deliverability.unsubscribe.clone() else {
+        return Reply::error(
+            StatusCode::NOT_FOUND,
+            "one-click unsubscribe is not configured",
+        );
+    };
+    let suppression = Arc::clone(&plane.deliverability.suppression);
+    let target = path.to_string();
+    let answer = tokio::task::spawn_blocking(move || {
+        crate::unsubscribe::handle_post(
+            &unsubscriber,
+            &suppression,
+            &target,
+            &body,
+            crate::clock::now_unix(),
+        )
+    })
+    .await;
+    match answer {
+        Ok(response) => unsubscribe_reply(response),
+        Err(e) => Reply::error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("the unsubscribe could not be recorded: {e}"),
+        ),
+    }
+}
+
+/// `GET /unsubscribe/TOKEN`: a confirmation page (a link scanner's GET changes nothing).
+fn unsubscribe_get(plane: &Plane, path: &str) -> Reply {
+    match &plane.deliverability.unsubscribe {
+        Some(unsubscriber) => unsubscribe_reply(crate::unsubscribe::handle_get(unsubscriber, path)),
+        None => Reply::error(
+            StatusCode::NOT_FOUND,
+            "one-click unsubscribe is not configured",
+        ),
+    }
+}
+
+fn unsubscribe_reply(response: crate::unsubscribe::Response) -> Reply {
+    Reply::text(
+        StatusCode::from_u16(response.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        response.content_type,
+        response.body,
+    )
+}
+
 /// `GET /metrics`.
 async fn metrics(plane: &Plane) -> Reply {
-    let destinations = ask_shards(plane)
-        .await
-        .into_iter()
-        .flatten()
-        .flatten()
-        .collect();
-    let scrape = crate::metrics::Scrape::take(destinations, crate::clock::now_unix());
+    let mut destinations = Vec::new();
+    let mut sender_domains = std::collections::BTreeMap::<String, u64>::new();
+    for sample in ask_shards(plane).await.into_iter().flatten() {
+        destinations.extend(sample.destinations);
+        for (domain, delivered) in sample.sender_domains {
+            *sender_domains.entry(domain).or_default() += delivered;
+        }
+    }
+    let mut scrape = crate::metrics::Scrape::take(destinations, crate::clock::now_unix());
+    scrape.sender_domain_deliveries = sender_domains;
+    scrape.complaints = crate::feedback::complaint_counts().into_iter().collect();
+    scrape.holds = plane.suspensions.snapshot(SystemTime::now());
     Reply::text(
         StatusCode::OK,
         "application/openmetrics-text; version=1.0.0; charset=utf-8",

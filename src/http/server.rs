@@ -70,11 +70,23 @@ async fn handle(
     reply.into_response()
 }
 
+/// Largest body accepted on the unsubscribe endpoint (the form is a few dozen bytes).
+const UNSUBSCRIBE_BODY_CAP: usize = 4096;
+
 async fn guarded(plane: &Plane, request: Request<Incoming>, remote: SocketAddr) -> Reply {
     let path = request.uri().path();
     // /metrics and /healthz are for monitoring: open, and not rate capped, so a flood of API
     // calls cannot blind the dashboards.
     let open = matches!(path, "/metrics" | "/healthz");
+    // The one-click unsubscribe endpoint (RFC 8058) is posted to by recipients' mail
+    // providers: no token (the URL's own signed token is the credential), rate capped, and
+    // a small body (`List-Unsubscribe=One-Click`).
+    let unsubscribe = path.starts_with("/unsubscribe/");
+    let cap = if unsubscribe {
+        UNSUBSCRIBE_BODY_CAP
+    } else {
+        plane.settings.max_body_size
+    };
     if !open {
         if !plane.limiter.allow() {
             crate::metrics::refused(crate::metrics::Refusal::RateLimited);
@@ -86,12 +98,12 @@ async fn guarded(plane: &Plane, request: Request<Incoming>, remote: SocketAddr) 
                 ),
             );
         }
-        if let Err(reply) = check_token(plane, &request) {
+        if !unsubscribe && let Err(reply) = check_token(plane, &request) {
             return reply;
         }
     }
     let (parts, body) = request.into_parts();
-    let body = match read_body(plane, &parts.headers, body).await {
+    let body = match read_body(cap, &parts.headers, body).await {
         Ok(body) => body,
         Err(reply) => return reply,
     };
@@ -150,12 +162,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 /// The whole body, at most `http.max_body_size` bytes: a declared length over the cap is
 /// refused before a byte is read, and an undeclared one as soon as it passes the cap.
-async fn read_body(
-    plane: &Plane,
-    headers: &hyper::HeaderMap,
-    body: Incoming,
-) -> Result<Bytes, Reply> {
-    let cap = plane.settings.max_body_size;
+async fn read_body(cap: usize, headers: &hyper::HeaderMap, body: Incoming) -> Result<Bytes, Reply> {
     let too_big = || {
         Reply::error(
             StatusCode::PAYLOAD_TOO_LARGE,

@@ -24,10 +24,16 @@ pub enum ShardRequest {
         client: SocketAddr,
         reply: flume::Sender<Vec<Result<String, String>>>,
     },
-    /// The destinations this shard owns, for /metrics.
-    Destinations {
-        reply: flume::Sender<Vec<DestinationSample>>,
-    },
+    /// What this shard knows for /metrics: the destinations it owns, and its remote
+    /// deliveries per sender domain.
+    Destinations { reply: flume::Sender<ShardSample> },
+}
+
+/// One shard's answer for /metrics.
+pub struct ShardSample {
+    pub destinations: Vec<DestinationSample>,
+    /// Recipients delivered by relay since start, per sender (From:) domain.
+    pub sender_domains: Vec<(String, u64)>,
 }
 
 /// The per-shard channels: senders for the sidecar, receiver `i` for shard `i`.
@@ -67,7 +73,10 @@ pub async fn serve_shard(
                 .detach();
             }
             ShardRequest::Destinations { reply } => {
-                let _ = reply.send(destinations(&owner));
+                let _ = reply.send(ShardSample {
+                    destinations: destinations(&owner),
+                    sender_domains: scheduler.sender_domain_deliveries(),
+                });
             }
         }
     }

@@ -48,6 +48,12 @@ pub struct Scrape {
     pub commit_batch: HistogramTotals,
     pub fsync_latency: HistogramTotals,
     pub destinations: Vec<DestinationSample>,
+    /// Recipients delivered by relay since start, per sender (From:) domain.
+    pub sender_domain_deliveries: std::collections::BTreeMap<String, u64>,
+    /// ARF complaints since start, per sender domain (`crate::feedback`).
+    pub complaints: std::collections::BTreeMap<String, u64>,
+    /// Reply-pattern backoff suspensions and slowdowns in force (`crate::relay::suspensions`).
+    pub holds: Vec<crate::relay::suspensions::Hold>,
     /// Unix seconds at the scrape, for the age.
     pub now: u64,
 }
@@ -72,6 +78,9 @@ impl Scrape {
             commit_batch: HistogramTotals::empty(BATCH_BUCKETS),
             fsync_latency: HistogramTotals::empty(FSYNC_BUCKETS),
             destinations,
+            sender_domain_deliveries: Default::default(),
+            complaints: Default::default(),
+            holds: Vec::new(),
             now,
         };
         for index in 0..=shards {
@@ -355,6 +364,61 @@ impl Collector for ScrapeCollector {
                 .filter(|d| d.deferrals > 0)
                 .map(|d| (vec![("destination", d.destination.clone())], d.deferrals)),
         )?;
+        self.encode_deliverability(e)
+    }
+}
+
+impl ScrapeCollector {
+    /// Backoff holds and complaint feedback (issue 9's signals for the operator).
+    fn encode_deliverability(&self, e: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let s = &self.0;
+        let now = std::time::UNIX_EPOCH + std::time::Duration::from_secs(s.now);
+        gauge(
+            e,
+            "ringmail_destination_hold_seconds",
+            "Seconds left of a reply-pattern backoff hold on a destination (or one source address at it), by kind (suspended or slowed) and rule.",
+            s.holds.iter().map(|hold| {
+                let left = hold.until.duration_since(now).unwrap_or_default().as_secs();
+                (
+                    vec![
+                        ("destination", hold.destination.clone()),
+                        ("source", hold.source.clone().unwrap_or_default()),
+                        ("kind", hold.kind.name().to_string()),
+                        ("rule", hold.rule.clone()),
+                    ],
+                    i64::try_from(left).unwrap_or(i64::MAX),
+                )
+            }),
+        )?;
+        counter(
+            e,
+            "ringmail_sender_domain_relayed",
+            "Recipients delivered by relay, per sender (From:) domain: the denominator of the complaint rate.",
+            s.sender_domain_deliveries
+                .iter()
+                .map(|(domain, n)| (vec![("domain", domain.clone())], *n)),
+        )?;
+        counter(
+            e,
+            "ringmail_complaints",
+            "ARF complaint reports received (feedback loops), per sender domain.",
+            s.complaints
+                .iter()
+                .map(|(domain, n)| (vec![("domain", domain.clone())], *n)),
+        )?;
+        gauge(
+            e,
+            "ringmail_complaint_rate_ppm",
+            "Complaints per million recipients relayed, per sender domain, since start (providers want under 1,000 ppm = 0.1%).",
+            s.complaints.iter().map(|(domain, complaints)| {
+                let relayed = s.sender_domain_deliveries.get(domain).copied().unwrap_or(0);
+                let ppm = complaints.saturating_mul(1_000_000) / relayed.max(1);
+                (
+                    vec![("domain", domain.clone())],
+                    i64::try_from(ppm).unwrap_or(i64::MAX),
+                )
+            }),
+        )?;
         Ok(())
     }
 }
@@ -389,6 +453,16 @@ mod tests {
                 queued: 0,
                 deferrals: 7,
             }],
+            sender_domain_deliveries: [("news.example".to_string(), 4000)].into(),
+            complaints: [("news.example".to_string(), 2)].into(),
+            holds: vec![crate::relay::suspensions::Hold {
+                destination: "provider google".into(),
+                source: None,
+                kind: crate::relay::suspensions::HoldKind::Suspended,
+                until: std::time::UNIX_EPOCH + std::time::Duration::from_secs(460),
+                rule: "gmail-rate".into(),
+                reply: "421 4.7.28 slow down".into(),
+            }],
             now: 160,
         };
         let text = encode(scrape);
@@ -406,6 +480,10 @@ mod tests {
             "ringmail_destination_connections{destination=\"example.org\"} 1",
             "ringmail_destination_deferrals_total{destination=\"example.org\"} 7",
             "ringmail_shard_ready{shard=\"0\"} 1",
+            "ringmail_destination_hold_seconds{destination=\"provider google\",source=\"\",kind=\"suspended\",rule=\"gmail-rate\"} 300",
+            "ringmail_sender_domain_relayed_total{domain=\"news.example\"} 4000",
+            "ringmail_complaints_total{domain=\"news.example\"} 2",
+            "ringmail_complaint_rate_ppm{domain=\"news.example\"} 500",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
         }

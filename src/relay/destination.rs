@@ -8,6 +8,11 @@
 //! `idle` seconds without a job, after `max_messages_per_connection` messages (then a fresh
 //! worker takes over), or at shutdown. So at most `per_destination` connections are ever open
 //! to a destination: jobs beyond that wait in the destination's queue, in arrival order.
+//!
+//! Traffic shaping (`shaping`) adds its limits per shaping key and source address: a worker
+//! starts only when a source of the job's pool has room under the key's connection limit, takes
+//! its turn at the key's rate before every transaction, and hands every remote reply to the
+//! backoff rules. Queues are per (destination, shaping key, pool).
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -21,9 +26,12 @@ use crate::delivery::report::{DeliveryStatus, Detail, RecipientReport, StatusCod
 use crate::dns::Resolver;
 use crate::relay::Destination;
 use crate::relay::client::{
-    self, ClientError, ClientErrorKind, ClientSettings, Outgoing, SmtpClient, Stage, TlsMode,
+    self, Bind, ClientError, ClientErrorKind, ClientSettings, Outgoing, SmtpClient, Stage, TlsMode,
 };
 use crate::relay::owner::RelayJob;
+use crate::relay::pools::{PoolId, SourceId};
+use crate::relay::shaping::ShapingKey;
+use crate::relay::shaping::state::{Shaping, TooLong};
 use crate::relay::targets::{TargetError, resolve_targets};
 use crate::relay::verp;
 
@@ -53,21 +61,34 @@ pub struct Owner {
     settings: OwnerSettings,
     resolver: Resolver,
     shutdown: shards::ShutdownSignal,
-    destinations: RefCell<HashMap<Destination, Rc<DestinationQueue>>>,
+    shaping: Shaping,
+    destinations: RefCell<HashMap<QueueKey, Rc<DestinationQueue>>>,
     /// Workers (open or opening connections) on this shard.
     workers: Cell<usize>,
     /// Hosts that refused or timed out, and until when they are skipped.
     downed: RefCell<HashMap<SocketAddr, Instant>>,
 }
 
+/// What jobs are queued by: they share connections only when all three agree.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct QueueKey {
+    destination: Destination,
+    shaping: ShapingKey,
+    pool: PoolId,
+}
+
 /// Jobs waiting for one destination, and its workers.
 struct DestinationQueue {
-    destination: Destination,
+    key: QueueKey,
     jobs_tx: flume::Sender<RelayJob>,
     jobs_rx: flume::Receiver<RelayJob>,
     workers: Cell<usize>,
     /// Workers waiting for a job (with or without an open connection).
     idle: Cell<usize>,
+    /// Asks one idle worker to close its connection now, so that another destination of the
+    /// same shaping key can use the connection slot it holds.
+    evict_tx: flume::Sender<()>,
+    evict_rx: flume::Receiver<()>,
 }
 
 /// An open connection and what it has done.
@@ -83,11 +104,13 @@ impl Owner {
         settings: OwnerSettings,
         resolver: Resolver,
         shutdown: shards::ShutdownSignal,
+        shaping: Shaping,
     ) -> Rc<Owner> {
         Rc::new(Owner {
             settings,
             resolver,
             shutdown,
+            shaping,
             destinations: RefCell::new(HashMap::new()),
             workers: Cell::new(0),
             downed: RefCell::new(HashMap::new()),
@@ -100,18 +123,34 @@ impl Owner {
             answer_all(&job, &shutting_down());
             return;
         }
+        if let Err(too_long) = self.shaping.admit(&job.shaping, job.pool) {
+            let report = waiting_too_long(&job.shaping, &too_long);
+            for (_, address) in &job.recipients {
+                log_outcome(job.message.id, address, None, &report);
+            }
+            answer_all(&job, &report);
+            return;
+        }
+        let key = QueueKey {
+            destination: job.destination.clone(),
+            shaping: job.shaping.clone(),
+            pool: job.pool,
+        };
         let queue = Rc::clone(
             self.destinations
                 .borrow_mut()
-                .entry(job.destination.clone())
+                .entry(key.clone())
                 .or_insert_with(|| {
                     let (jobs_tx, jobs_rx) = flume::unbounded();
+                    let (evict_tx, evict_rx) = flume::bounded(1);
                     Rc::new(DestinationQueue {
-                        destination: job.destination.clone(),
+                        key,
                         jobs_tx,
                         jobs_rx,
                         workers: Cell::new(0),
                         idle: Cell::new(0),
+                        evict_tx,
+                        evict_rx,
                     })
                 }),
         );
@@ -126,12 +165,17 @@ impl Owner {
     }
 
     /// Each destination this shard owns now: (name, connections open or opening, jobs
-    /// waiting), for /metrics.
+    /// waiting), for /metrics. A destination served from several pools (one queue each) is
+    /// summed into one entry.
     pub fn destination_load(&self) -> Vec<(String, usize, usize)> {
-        self.destinations
-            .borrow()
-            .values()
-            .map(|q| (q.destination.to_string(), q.workers.get(), q.jobs_rx.len()))
+        let mut load: std::collections::BTreeMap<String, (usize, usize)> = Default::default();
+        for q in self.destinations.borrow().values() {
+            let entry = load.entry(q.key.destination.to_string()).or_default();
+            entry.0 += q.workers.get();
+            entry.1 += q.jobs_rx.len();
+        }
+        load.into_iter()
+            .map(|(name, (workers, jobs))| (name, workers, jobs))
             .collect()
     }
 
@@ -141,17 +185,47 @@ impl Owner {
             && queue.workers.get() < self.settings.per_destination
             && self.workers.get() < self.settings.per_shard
         {
+            let Some(source) = self
+                .shaping
+                .open_connection(&queue.key.shaping, queue.key.pool)
+            else {
+                self.evict_idle_sibling(queue);
+                break;
+            };
             queue.workers.set(queue.workers.get() + 1);
             self.workers.set(self.workers.get() + 1);
             let this = Rc::clone(self);
             let queue = Rc::clone(queue);
-            glommio::spawn_local(async move { this.work(queue).await }).detach();
+            glommio::spawn_local(async move { this.work(queue, source).await }).detach();
         }
     }
 
-    /// One connection's life (see the module docs).
-    async fn work(self: Rc<Self>, queue: Rc<DestinationQueue>) {
+    /// `queue` is held back by its shaping key's connection limit: if another destination of
+    /// the key keeps an idle connection, it is asked to close it (its worker ends, and
+    /// `after_worker_ended` starts one here).
+    fn evict_idle_sibling(&self, queue: &Rc<DestinationQueue>) {
+        let destinations = self.destinations.borrow();
+        if let Some(sibling) = destinations.values().find(|other| {
+            other.key.shaping == queue.key.shaping
+                && other.key != queue.key
+                && other.idle.get() > 0
+                && other.jobs_rx.is_empty()
+        }) {
+            let _ = sibling.evict_tx.try_send(());
+        }
+    }
+
+    /// One connection's life (see the module docs), from `source`.
+    async fn work(self: Rc<Self>, queue: Rc<DestinationQueue>, source: SourceId) {
         let mut connection: Option<Connection> = None;
+        let key = &queue.key.shaping;
+        let max_messages = self
+            .shaping
+            .limits(key)
+            .max_messages_per_connection
+            .map_or(self.settings.max_messages_per_connection, |n| {
+                n.min(self.settings.max_messages_per_connection)
+            });
         loop {
             let job = match queue.jobs_rx.try_recv() {
                 Ok(job) => job,
@@ -161,7 +235,12 @@ impl Owner {
                         async { queue.jobs_rx.recv_async().await.ok() },
                         async {
                             futures_lite::future::or(
-                                glommio::timer::sleep(self.settings.idle),
+                                futures_lite::future::or(
+                                    glommio::timer::sleep(self.settings.idle),
+                                    async {
+                                        let _ = queue.evict_rx.recv_async().await;
+                                    },
+                                ),
                                 self.shutdown.wait(),
                             )
                             .await;
@@ -180,22 +259,23 @@ impl Owner {
                     }
                 }
             };
+            self.shaping.taken(key);
             if self.shutdown.is_triggered() {
                 answer_all(&job, &shutting_down());
                 continue;
             }
             let reports = self
-                .run_job(&queue.destination, &job, &mut connection)
+                .run_job(&queue.key, source, &job, &mut connection)
                 .await;
             for (_, report) in &reports {
                 if matches!(report.status, DeliveryStatus::Deferred { .. }) {
-                    crate::metrics::destination_deferred(&queue.destination);
+                    crate::metrics::destination_deferred(&queue.key.destination);
                 }
             }
             let _ = job.reply.send(reports);
             if connection
                 .as_ref()
-                .is_some_and(|c| c.transactions >= self.settings.max_messages_per_connection)
+                .is_some_and(|c| c.transactions >= max_messages)
             {
                 if let Some(done) = connection.take() {
                     done.client.quit().await;
@@ -208,6 +288,7 @@ impl Owner {
         }
         queue.workers.set(queue.workers.get() - 1);
         self.workers.set(self.workers.get() - 1);
+        self.shaping.close_connection(key, source);
         self.after_worker_ended(&queue);
     }
 
@@ -228,7 +309,7 @@ impl Owner {
             self.pump(queue);
         }
         if ended.workers.get() == 0 && ended.jobs_rx.is_empty() {
-            self.destinations.borrow_mut().remove(&ended.destination);
+            self.destinations.borrow_mut().remove(&ended.key);
         }
     }
 
@@ -236,10 +317,13 @@ impl Owner {
     /// limit need; returns a report per recipient.
     async fn run_job(
         &self,
-        destination: &Destination,
+        queue: &QueueKey,
+        source: SourceId,
         job: &RelayJob,
         connection: &mut Option<Connection>,
     ) -> Vec<(usize, RecipientReport)> {
+        let destination = &queue.destination;
+        let key = &queue.shaping;
         let message = &job.message;
         let sender = &message.envelope.sender;
         // VERP (qmail): each recipient gets a sender of its own, so one transaction each.
@@ -263,28 +347,46 @@ impl Owner {
             if connection.as_ref().is_some_and(|c| !c.client.is_reusable()) {
                 *connection = None;
             }
+            // A suspended destination gets no connection: wait it out first (or give up).
+            if connection.is_none()
+                && let Err(report) = self
+                    .shaped_wait(key, self.shaping.wait_unsuspended(key, source))
+                    .await
+            {
+                defer_rest(message.id, &transactions[number..], &report, &mut reports);
+                return reports;
+            }
             if connection.is_none() {
                 // Nothing is sent while connecting (DNS, TCP, greeting, TLS), so a shutdown may
                 // cut it short: the recipients simply wait for the next start.
-                let connected = futures_lite::future::or(self.connect(destination), async {
-                    self.shutdown.wait().await;
-                    Err(shutting_down())
-                })
-                .await;
+                let connected =
+                    futures_lite::future::or(self.connect(destination, key, source), async {
+                        self.shutdown.wait().await;
+                        Err(shutting_down())
+                    })
+                    .await;
                 match connected {
                     Ok(open) => *connection = Some(open),
                     Err(report) => {
                         // Nothing can be sent to this destination now: the rest of the job
                         // shares the verdict.
-                        for (_, rest) in &transactions[number..] {
-                            for (index, address) in rest.iter() {
-                                log_outcome(message.id, address, None, &report);
-                                reports.push((*index, report.clone()));
-                            }
-                        }
+                        defer_rest(message.id, &transactions[number..], &report, &mut reports);
                         return reports;
                     }
                 }
+            }
+            // Each transaction is one message for the shaping rate. Its turn is taken on the
+            // open connection, just before sending, so the pace is the pace at which messages
+            // reach the provider, whatever connecting took.
+            if let Err(report) = self
+                .shaped_wait(key, self.shaping.wait_turn(key, source))
+                .await
+            {
+                if let Some(open) = connection.take() {
+                    open.client.quit().await;
+                }
+                defer_rest(message.id, &transactions[number..], &report, &mut reports);
+                return reports;
             }
             let Some(open) = connection.as_mut() else {
                 break;
@@ -299,10 +401,18 @@ impl Owner {
             };
             open.transactions += 1;
             let tls = open.client.tls();
+            let mut suspended = false;
             match open.client.send(&outgoing).await {
                 Ok(results) => {
+                    let mut seen = Vec::new();
                     for ((index, address), result) in recipients.iter().zip(results) {
                         let (status, detail) = result.detail(&open.mta);
+                        if let Some(reply) = &detail.diagnostic
+                            && !seen.contains(reply)
+                        {
+                            suspended |= self.shaping.observe_reply(key, source, reply);
+                            seen.push(reply.clone());
+                        }
                         let report = RecipientReport { status, detail };
                         log_outcome(message.id, address, tls.as_deref(), &report);
                         reports.push((*index, report));
@@ -310,6 +420,9 @@ impl Owner {
                 }
                 Err(error) => {
                     let (status, detail) = error.detail(&open.mta);
+                    if let Some(reply) = &detail.diagnostic {
+                        suspended |= self.shaping.observe_reply(key, source, reply);
+                    }
                     let report = RecipientReport { status, detail };
                     for (index, address) in recipients.iter() {
                         log_outcome(message.id, address, tls.as_deref(), &report);
@@ -318,13 +431,42 @@ impl Owner {
                     *connection = None;
                 }
             }
+            // A suspended destination gets no more traffic on this connection either.
+            if suspended && let Some(open) = connection.take() {
+                open.client.quit().await;
+            }
         }
         reports
     }
 
+    /// Runs a shaping wait, cut short by shutdown; the report for the recipients when the wait
+    /// is given up.
+    async fn shaped_wait(
+        &self,
+        key: &ShapingKey,
+        wait: impl std::future::Future<Output = Result<(), TooLong>>,
+    ) -> Result<(), RecipientReport> {
+        futures_lite::future::or(
+            async {
+                wait.await
+                    .map_err(|too_long| waiting_too_long(key, &too_long))
+            },
+            async {
+                self.shutdown.wait().await;
+                Err(shutting_down())
+            },
+        )
+        .await
+    }
+
     /// Opens a connection to the first destination host that takes it, skipping hosts in
     /// backoff. The error is the report every recipient gets when none does.
-    async fn connect(&self, destination: &Destination) -> Result<Connection, RecipientReport> {
+    async fn connect(
+        &self,
+        destination: &Destination,
+        key: &ShapingKey,
+        source: SourceId,
+    ) -> Result<Connection, RecipientReport> {
         let targets =
             match resolve_targets(&self.resolver, destination, self.settings.mx_port).await {
                 Ok(targets) => targets,
@@ -342,6 +484,11 @@ impl Owner {
                 }
             };
         let tls = self.tls_mode(destination);
+        let from = self.shaping.pools.source(source);
+        let bind = Bind {
+            address: from.address,
+            helo: from.helo.clone(),
+        };
         let mut last: Option<RecipientReport> = None;
         for target in &targets {
             if self.is_downed(target.addr) {
@@ -349,18 +496,20 @@ impl Owner {
             }
             let mta = format!("{} [{}]", target.host, target.addr.ip());
             let mut attempt =
-                client::connect(target.addr, &target.host, tls, &self.settings.client).await;
+                client::connect_from(target.addr, &target.host, tls, &self.settings.client, &bind)
+                    .await;
             if let Err(e) = &attempt
                 && matches!(e.kind, ClientErrorKind::TlsHandshake(_))
                 && tls == TlsMode::Opportunistic
             {
                 // RFC 7435: opportunistic TLS that fails falls back to plaintext.
                 warn!("relay to {mta}: TLS handshake failed ({e}); retrying without TLS");
-                attempt = client::connect(
+                attempt = client::connect_from(
                     target.addr,
                     &target.host,
                     TlsMode::None,
                     &self.settings.client,
+                    &bind,
                 )
                 .await;
             }
@@ -375,6 +524,12 @@ impl Owner {
                 Err(e) => {
                     let (status, detail) = e.detail(&mta);
                     warn!("relay to {destination}: cannot use {mta}: {e}");
+                    if let Some(reply) = &detail.diagnostic
+                        && self.shaping.observe_reply(key, source, reply)
+                    {
+                        // Suspended: the other hosts would hear the same from this source.
+                        return Err(RecipientReport { status, detail });
+                    }
                     if host_is_down(&e) {
                         self.mark_downed(target.addr);
                     }
@@ -430,11 +585,52 @@ impl Owner {
 /// skipped for a while: a host that answers with a refusal is up, and so is one whose TLS
 /// disagrees with our policy.
 fn host_is_down(error: &ClientError) -> bool {
+    // A pool address that cannot be bound here, or that cannot reach the host's address family,
+    // is our side: the host may be fine from another source.
+    if let ClientErrorKind::Connect(e) = &error.kind
+        && e.kind() == std::io::ErrorKind::AddrNotAvailable
+    {
+        return false;
+    }
     matches!(error.stage, Stage::Connect | Stage::Greeting)
         && matches!(
             error.kind,
             ClientErrorKind::Connect(_) | ClientErrorKind::Timeout | ClientErrorKind::Io(_)
         )
+}
+
+/// Gives every recipient of `rest` (the transactions not sent) the same `report`.
+fn defer_rest(
+    id: crate::queue::MessageId,
+    rest: &[(String, &[(usize, String)])],
+    report: &RecipientReport,
+    reports: &mut Vec<(usize, RecipientReport)>,
+) {
+    for (_, recipients) in rest {
+        for (index, address) in recipients.iter() {
+            log_outcome(id, address, None, report);
+            reports.push((*index, report.clone()));
+        }
+    }
+}
+
+/// The report for a job that would wait too long for its shaping turn: deferred without using
+/// up a retry.
+fn waiting_too_long(key: &ShapingKey, why: &TooLong) -> RecipientReport {
+    let text = match why {
+        TooLong::Suspended(left) => format!(
+            "Delivery to {key} is suspended for {} s more by a backoff rule; waiting. (#4.7.0)",
+            left.as_secs().max(1)
+        ),
+        TooLong::Rate(wait) => format!(
+            "Delivery to {key} is at its rate limit (next turn in {} s); waiting. (#4.7.0)",
+            wait.as_secs().max(1)
+        ),
+    };
+    RecipientReport {
+        status: DeliveryStatus::Deferred { counts: false },
+        detail: Detail::local(StatusCode(4, 7, 0), text),
+    }
 }
 
 /// The report for jobs that arrive or wait while the server stops.

@@ -11,12 +11,20 @@
 //! - `targets`: a destination turned into an ordered list of servers (MX, A/AAAA, null MX).
 //! - `client`: the SMTP client that talks to one remote server.
 //! - `verp`: qmail's variable envelope return paths.
+//! - `shaping`: per-destination and per-provider limits (MX rollup), across shards and nodes.
+//! - `pools`: source-IP pools: the local addresses and EHLO names connections come from.
+//! - `backoff`: reply patterns that suspend or slow a destination.
+//! - `suspensions`: the board where suspensions are published for `queue status` and metrics.
 
 pub mod access;
+pub mod backoff;
 pub mod client;
 pub mod destination;
 pub mod owner;
+pub mod pools;
 pub mod route;
+pub mod shaping;
+pub mod suspensions;
 pub mod targets;
 pub mod verp;
 

@@ -8,10 +8,20 @@
 //! answers once the transaction is over. The outcome comes back over that channel rather than the
 //! mesh because the mesh stops at shutdown, and a delivery that finished while the server was
 //! stopping must still be recorded, or it would be sent again after the restart.
+//!
+//! The owner is chosen by the job's *shaping key* (its provider by MX rollup, or its domain:
+//! see `shaping`), which the origin works out before the hand-off, so that every limit of a key
+//! is counted on one shard. The origin also picks the job's source-IP pool from its sender.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::time::Instant;
+
+use crate::dns::{MxAnswer, Resolver};
+use crate::relay::pools::{PoolId, Pools, find_header};
+use crate::relay::shaping::{KEY_CACHE_TTL, ShapingKey, ShapingRules};
 
 use crate::delivery::report::{DeliveryStatus, Detail, RecipientReport, StatusCode};
 use crate::envelope::Envelope;
@@ -37,6 +47,10 @@ pub struct OutboundMessage {
 /// limits allow.
 pub struct RelayJob {
     pub destination: Destination,
+    /// What the destination's limits are counted against; it chose the owner.
+    pub shaping: ShapingKey,
+    /// The source-IP pool the connection comes from.
+    pub pool: PoolId,
     pub message: Arc<OutboundMessage>,
     /// `(index in the envelope, address)`.
     pub recipients: Vec<(usize, String)>,
@@ -50,7 +64,19 @@ pub struct RelayTransport {
     shard_count: usize,
     /// Outbound jobs waiting for an outcome (for the shutdown log).
     waiting: Cell<usize>,
+    rules: ShapingRules,
+    pools: Pools,
+    /// For the MX rollup; `None`: every domain is its own key.
+    resolver: Option<Resolver>,
+    /// Each domain's shaping key as this shard last worked it out, and when.
+    keys: RefCell<HashMap<String, (ShapingKey, Instant)>>,
 }
+
+/// Domains remembered in [`RelayTransport`]'s key cache before it starts over.
+const KEY_CACHE_SIZE: usize = 100_000;
+
+/// How long a domain whose MX lookup failed is its own key before the origin asks again.
+const FAILED_LOOKUP_TTL: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl RelayTransport {
     pub fn new(shard: shards::ShardContext<MeshMessage>) -> RelayTransport {
@@ -59,12 +85,91 @@ impl RelayTransport {
             shard,
             shard_count,
             waiting: Cell::new(0),
+            rules: ShapingRules::default(),
+            pools: Pools::default(),
+            resolver: None,
+            keys: RefCell::new(HashMap::new()),
         }
     }
 
-    /// The shard that owns `destination`.
-    pub fn owner_of(&self, destination: &Destination) -> usize {
-        (destination.owner_hash() % self.shard_count.max(1) as u64) as usize
+    /// With the shaping rules (for the MX rollup, asking `resolver`) and the pools.
+    pub fn with_shaping(mut self, rules: ShapingRules, pools: Pools, resolver: Resolver) -> Self {
+        self.rules = rules;
+        self.pools = pools;
+        self.resolver = Some(resolver);
+        self
+    }
+
+    /// The job's pool (named by the message's pool header, else by its sender's domain, else
+    /// the default), and the message as it is to be sent: without the pool header, which is
+    /// ours, not the recipient's.
+    fn choose_pool(&self, message: Arc<OutboundMessage>) -> (PoolId, Arc<OutboundMessage>) {
+        let by_sender = self.pools.pool_for_sender(&message.envelope.sender);
+        let Some((name, field)) = self
+            .pools
+            .header()
+            .and_then(|header| find_header(&message.body, header))
+        else {
+            return (by_sender, message);
+        };
+        let pool = self.pools.pool_named(&name).unwrap_or_else(|| {
+            log::warn!(
+                "msg {}: no pool `{name}` (its pool header); using the sender's pool",
+                message.id
+            );
+            by_sender
+        });
+        let mut body = message.body.clone();
+        body.drain(field);
+        let stripped = OutboundMessage {
+            id: message.id,
+            envelope: message.envelope.clone(),
+            body,
+        };
+        (pool, Arc::new(stripped))
+    }
+
+    /// The shard that owns `key`.
+    pub fn owner_of(&self, key: &ShapingKey) -> usize {
+        (key.owner_hash() % self.shard_count.max(1) as u64) as usize
+    }
+
+    /// The shaping key of `destination`: without DNS when the rules allow, else from its MX
+    /// hosts (remembered for `KEY_CACHE_TTL`). A failed lookup makes the domain its own key;
+    /// its owner then meets the failure itself and reports it.
+    pub async fn shaping_key(&self, destination: &Destination) -> ShapingKey {
+        if let Some(key) = self.rules.key_without_mx(destination) {
+            return key;
+        }
+        let (Destination::Mx { domain }, Some(resolver)) = (destination, &self.resolver) else {
+            return ShapingKey::Domain(destination.to_string());
+        };
+        if let Some((key, at)) = self.keys.borrow().get(domain)
+            && at.elapsed() < KEY_CACHE_TTL
+        {
+            return key.clone();
+        }
+        let (key, ttl) = match resolver.mx(domain).await {
+            Ok(MxAnswer::Hosts(records)) => (
+                self.rules
+                    .key_from_mx(domain, records.iter().map(|mx| mx.exchange.as_str())),
+                KEY_CACHE_TTL,
+            ),
+            Ok(_) => (ShapingKey::Domain(domain.clone()), KEY_CACHE_TTL),
+            // Remembered briefly, so that a DNS outage costs each message one wait (at the
+            // owner), not two.
+            Err(_) => (ShapingKey::Domain(domain.clone()), FAILED_LOOKUP_TTL),
+        };
+        let mut keys = self.keys.borrow_mut();
+        if keys.len() >= KEY_CACHE_SIZE {
+            keys.clear();
+        }
+        // Stored with a start time that makes it expire after `ttl` under `KEY_CACHE_TTL`.
+        let at = Instant::now()
+            .checked_sub(KEY_CACHE_TTL.saturating_sub(ttl))
+            .unwrap_or_else(Instant::now);
+        keys.insert(domain.clone(), (key.clone(), at));
+        key
     }
 
     /// Sends `recipients` of `message` to `destination` through its owner and returns one report
@@ -77,10 +182,14 @@ impl RelayTransport {
         recipients: Vec<(usize, String)>,
     ) -> Vec<(usize, RecipientReport)> {
         let indexes: Vec<usize> = recipients.iter().map(|(i, _)| *i).collect();
-        let owner = self.owner_of(&destination);
+        let shaping = self.shaping_key(&destination).await;
+        let owner = self.owner_of(&shaping);
+        let (pool, message) = self.choose_pool(message);
         let (reply, outcome) = flume::bounded(1);
         let job = RelayJob {
             destination,
+            shaping,
+            pool,
             message,
             recipients,
             reply,

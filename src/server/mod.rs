@@ -87,6 +87,10 @@ pub struct Setup {
     /// Every shard's listening sockets, bound before the privilege drop; shard `i` takes its
     /// own once.
     pub listeners: listeners::BoundListeners,
+    /// Redis on the sidecar, when `[redis] url` is set (shared shaping limits).
+    pub redis: Option<crate::redis_client::RedisClient>,
+    /// Backoff suspensions in force, published by the owner shards (queue status, metrics).
+    pub suspensions: Arc<crate::relay::suspensions::SuspensionBoard>,
     /// Requests from the HTTP control plane (injection commits, metrics); shard `i` serves
     /// `http[i]`.
     pub http: Vec<flume::Receiver<crate::http::ShardRequest>>,
@@ -215,12 +219,31 @@ pub fn run_from(mut config: Config, path: Option<std::path::PathBuf>) -> Result<
         .map_err(|e| ServerError::Shard(format!("cannot start the sidecar thread: {e}")))?;
     let resolver = crate::dns::Resolver::start(&sidecar, &relay::dns_settings(&config))
         .map_err(|e| ServerError::Dns(e.to_string()))?;
+    let redis = match config.redis.url.as_str() {
+        "" => None,
+        url => Some(
+            crate::redis_client::RedisClient::start(
+                &sidecar,
+                url,
+                std::time::Duration::from_millis(config.redis.timeout_ms),
+            )
+            .map_err(|message| ServerError::Config {
+                key: "redis.url",
+                message,
+            })?,
+        ),
+    };
+    let suspensions = crate::relay::suspensions::SuspensionBoard::new(shard_count);
     let (control_senders, control) = crate::control::channels(shard_count);
     let socket = crate::control::socket_path(data_dir);
-    let control_server = crate::control::ControlServer::start(&sidecar, &socket, control_senders)
-        .map_err(|e| {
-        ServerError::DataDir(format!("control socket {}: {e}", socket.display()))
-    })?;
+    let board = Arc::clone(&suspensions);
+    let control_server = crate::control::ControlServer::start_with_status_notes(
+        &sidecar,
+        &socket,
+        control_senders,
+        Arc::new(move || board.status_lines()),
+    )
+    .map_err(|e| ServerError::DataDir(format!("control socket {}: {e}", socket.display())))?;
     let (http_senders, http) = crate::http::channels(shard_count);
     let http_server = match http_listener {
         Some(listener) => Some(
@@ -231,6 +254,10 @@ pub fn run_from(mut config: Config, path: Option<std::path::PathBuf>) -> Result<
                 &config,
                 http_senders,
                 control_server.requester(),
+                crate::http::PlaneSources {
+                    suspensions: Arc::clone(&suspensions),
+                    deliverability: Arc::clone(&deliverability),
+                },
             )
             .map_err(|e| ServerError::Listen(format!("http: {e}")))?,
         ),
@@ -266,6 +293,8 @@ pub fn run_from(mut config: Config, path: Option<std::path::PathBuf>) -> Result<
         control,
         resolver,
         listeners: bound,
+        redis,
+        suspensions,
         http,
         live: Arc::clone(&live),
         ip_table: Arc::new(crate::abuse::IpTable::new()),

@@ -7,8 +7,13 @@ use std::time::Duration;
 
 use crate::config::{Config, TlsPolicySetting};
 use crate::dns::DnsSettings;
+use crate::relay::backoff::BackoffRules;
 use crate::relay::client::{ClientSettings, TlsMode};
 use crate::relay::destination::OwnerSettings;
+use crate::relay::pools::Pools;
+use crate::relay::shaping::ShapingRules;
+use crate::relay::shaping::redis_limit::RedisLimiter;
+use crate::relay::shaping::state::Shaping;
 
 /// The resolver settings (`[dns]`); the loader checked the addresses.
 pub fn dns_settings(config: &Config) -> DnsSettings {
@@ -57,6 +62,26 @@ pub fn owner_settings(config: &Config, shard_count: usize) -> Result<OwnerSettin
             .map(|(domain, policy)| (domain.to_ascii_lowercase(), tls_mode(*policy)))
             .collect::<HashMap<_, _>>(),
     })
+}
+
+/// One owner shard's traffic shaping: the rules, backoff rules and pools of `[relay]`, the
+/// shared limits in Redis when configured, and the board it publishes suspensions on.
+pub fn shaping(setup: &super::Setup, shard: usize) -> Result<Shaping, String> {
+    let relay = &setup.config.relay;
+    let backoff =
+        BackoffRules::from_config(relay).map_err(|(key, message)| format!("{key}: {message}"))?;
+    let redis = setup
+        .redis
+        .clone()
+        .map(|client| RedisLimiter::new(client, setup.config.redis.key_prefix.clone()));
+    Ok(Shaping::new(
+        ShapingRules::from_config(relay),
+        backoff,
+        Pools::from_config(relay),
+        redis,
+        std::sync::Arc::clone(&setup.suspensions),
+        shard,
+    ))
 }
 
 fn tls_mode(setting: TlsPolicySetting) -> TlsMode {

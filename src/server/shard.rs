@@ -83,6 +83,7 @@ async fn start(
         super::relay::owner_settings(config, ctx.count())?,
         setup.resolver.clone(),
         shutdown.clone(),
+        super::relay::shaping(setup, id)?,
     );
     glommio::spawn_local(serve_inbox(ctx.clone(), Rc::clone(&owner))).detach();
     let http_owner = Rc::clone(&owner);
@@ -101,7 +102,11 @@ async fn start(
             mail_root: config.mail_root(),
             hostname: config.server.hostname.clone(),
         },
-        RelayTransport::new(ctx.clone()),
+        RelayTransport::new(ctx.clone()).with_shaping(
+            crate::relay::shaping::ShapingRules::from_config(&config.relay),
+            crate::relay::pools::Pools::from_config(&config.relay),
+            setup.resolver.clone(),
+        ),
         Some(crate::delivery::prepare::ShardDeliverability::new(
             Arc::clone(&setup.deliverability),
             setup.blocking.clone(),

@@ -7,7 +7,8 @@
 //!
 //! Recipients are answered by local part: `temp-...` gets `451 4.2.0`, `perm-...` gets
 //! `550 5.1.1`, `close-...` gets `421 4.3.2` and the connection is closed, anything else
-//! `250 2.1.5`. Everything else is set in [`Script`].
+//! `250 2.1.5`. Everything else is set in [`Script`]. Each transaction records the client's
+//! address and when it was accepted, for the traffic-shaping and source-pool tests.
 #![allow(dead_code)]
 
 use std::io::{self, Read, Write};
@@ -15,7 +16,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How the receiver behaves. `Script::default()` is a plain, well-behaved ESMTP server that
 /// advertises nothing but ENHANCEDSTATUSCODES.
@@ -42,6 +43,9 @@ pub struct Script {
     pub disconnect_mid_data: bool,
     /// Sleep this long before every reply, the greeting included.
     pub reply_delay: Duration,
+    /// Replies to the end of data of the first transactions, in order (e.g. a provider's
+    /// `421 4.7.28` throttle); `final_reply` after them.
+    pub final_replies_first: Vec<String>,
 }
 
 impl Default for Script {
@@ -59,6 +63,7 @@ impl Default for Script {
             final_reply: "250 2.0.0 queued".into(),
             disconnect_mid_data: false,
             reply_delay: Duration::ZERO,
+            final_replies_first: Vec::new(),
         }
     }
 }
@@ -138,6 +143,10 @@ pub struct Transaction {
     pub tls: bool,
     /// RCPT was already waiting when MAIL was read: the client pipelined.
     pub pipelined: bool,
+    /// The client's address (the relay's source address).
+    pub peer: SocketAddr,
+    /// When the end of data was read.
+    pub at: Instant,
 }
 
 #[derive(Default)]
@@ -148,6 +157,10 @@ struct Shared {
     max_open: AtomicUsize,
     tls_handshakes: AtomicUsize,
     sockets: Mutex<Vec<TcpStream>>,
+    /// Ends of data answered so far (for `Script::final_replies_first`).
+    finals: AtomicUsize,
+    /// Every end-of-data reply given, with when (successful or not).
+    replies: Mutex<Vec<(Instant, String)>>,
 }
 
 /// A running receiver; dropping it stops it.
@@ -222,6 +235,11 @@ impl Receiver {
     /// Successful TLS handshakes so far.
     pub fn tls_handshakes(&self) -> usize {
         self.shared.tls_handshakes.load(Ordering::SeqCst)
+    }
+
+    /// Every reply given to an end of data so far, with when.
+    pub fn final_replies(&self) -> Vec<(Instant, String)> {
+        self.shared.replies.lock().unwrap().clone()
     }
 }
 
@@ -339,6 +357,9 @@ fn serve(
     let open = shared.open.fetch_add(1, Ordering::SeqCst) + 1;
     shared.max_open.fetch_max(open, Ordering::SeqCst);
     let _guard = OpenGuard(shared, stream.try_clone().ok());
+    let peer = stream
+        .peer_addr()
+        .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
     let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
     let _ = stream.set_nodelay(true);
     let mut lines = Lines {
@@ -403,6 +424,8 @@ fn serve(
                         data: Vec::new(),
                         tls: in_tls,
                         pipelined: !lines.buf.is_empty(),
+                        peer,
+                        at: Instant::now(),
                     });
                 }
                 script.mail_reply.clone()
@@ -446,10 +469,18 @@ fn serve(
                         t.data
                             .extend_from_slice(line.strip_prefix(b".").unwrap_or(&line));
                     }
-                    if script.final_reply.starts_with('2') {
+                    let n = shared.finals.fetch_add(1, Ordering::SeqCst);
+                    let reply = script
+                        .final_replies_first
+                        .get(n)
+                        .unwrap_or(&script.final_reply)
+                        .clone();
+                    t.at = Instant::now();
+                    shared.replies.lock().unwrap().push((t.at, reply.clone()));
+                    if reply.starts_with('2') {
                         shared.transactions.lock().unwrap().push(t);
                     }
-                    script.final_reply.clone()
+                    reply
                 }
                 _ => "554 5.5.1 no valid recipients".to_string(),
             },

@@ -14,7 +14,7 @@ use super::tls_config;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -87,7 +87,34 @@ pub async fn connect(
     tls: TlsMode,
     settings: &ClientSettings,
 ) -> Result<SmtpClient, ClientError> {
-    let connected = timed(settings.connect_timeout, TcpStream::connect(addr)).await;
+    connect_from(addr, server_name, tls, settings, &Bind::default()).await
+}
+
+/// Where an outbound connection comes from: a local address to bind() before connecting (a
+/// source-IP pool's member) and the EHLO name that goes with it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Bind {
+    /// `None`: the kernel picks the source address.
+    pub address: Option<IpAddr>,
+    /// `None`: `ClientSettings::helo_name`.
+    pub helo: Option<String>,
+}
+
+/// [`connect`] from the source `bind` names.
+pub async fn connect_from(
+    addr: SocketAddr,
+    server_name: &str,
+    tls: TlsMode,
+    settings: &ClientSettings,
+    bind: &Bind,
+) -> Result<SmtpClient, ClientError> {
+    let connected = match bind.address {
+        None => timed(settings.connect_timeout, TcpStream::connect(addr)).await,
+        Some(source) => timed(settings.connect_timeout, connect_bound(source, addr))
+            .await
+            .map(|r| r.map_err(glommio::GlommioError::from)),
+    };
+    let helo_name = bind.helo.as_deref().unwrap_or(&settings.helo_name);
     let stream = match connected {
         None => return Err(ClientError::new(Stage::Connect, ClientErrorKind::Timeout)),
         Some(Err(e)) => {
@@ -104,7 +131,7 @@ pub async fn connect(
     let _ = stream.set_nodelay(true);
     let mut client = SmtpClient {
         stream: Stream::Plain(stream),
-        session: Session::new(&settings.helo_name, tls),
+        session: Session::new(helo_name, tls),
         inbuf: Vec::with_capacity(4096),
         out: Vec::with_capacity(1024),
         server_name: server_name.to_string(),
@@ -312,6 +339,38 @@ impl SmtpClient {
     fn protocol(&mut self, e: String) -> ClientError {
         self.failed(ClientErrorKind::Protocol(e))
     }
+}
+
+/// A TCP connection from `source` to `addr`. glommio's own connect cannot bind first, so the
+/// socket is made here (non-blocking, bound, connect started) and handed to glommio; a
+/// zero-length send then completes once the handshake has (or fails with why it did not: the
+/// kernel reports a connecting socket's error to its first send).
+async fn connect_bound(source: IpAddr, addr: SocketAddr) -> std::io::Result<TcpStream> {
+    use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+    if source.is_ipv4() != addr.is_ipv4() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::AddrNotAvailable,
+            format!("source address {source} cannot reach {addr} (other address family)"),
+        ));
+    }
+    let domain = if addr.is_ipv6() {
+        Domain::IPV6
+    } else {
+        Domain::IPV4
+    };
+    let socket = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_nonblocking(true)?;
+    socket
+        .bind(&SockAddr::from(SocketAddr::new(source, 0)))
+        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot bind {source}: {e}")))?;
+    match socket.connect(&SockAddr::from(addr)) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(e) => return Err(e),
+    }
+    let mut stream = TcpStream::from(socket);
+    stream.write(&[]).await?;
+    Ok(stream)
 }
 
 async fn write_all_flush<W>(w: &mut W, bytes: &[u8]) -> std::io::Result<()>

@@ -21,7 +21,7 @@ pub mod session;
 mod session_tests;
 mod tls_config;
 
-pub use connection::{ClientSettings, SmtpClient, connect};
+pub use connection::{Bind, ClientSettings, SmtpClient, connect, connect_from};
 pub use outcome::{ClientError, ClientErrorKind, RecipientResult, Stage};
 pub use reply::{Reply, ReplyError, parse_reply};
 pub use session::{Outgoing, TlsMode};
