@@ -13,6 +13,8 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 pub use futures_rustls::server::TlsStream;
 
+pub mod self_signed;
+
 /// Why a TLS server configuration could not be built. Each variant names the file at fault.
 #[derive(Debug)]
 pub enum TlsError {
@@ -29,6 +31,8 @@ pub enum TlsError {
         cert: PathBuf,
         source: rustls::Error,
     },
+    /// The self-signed certificate could not be made or written (see `self_signed`).
+    Generate { path: PathBuf, message: String },
 }
 
 impl fmt::Display for TlsError {
@@ -51,6 +55,11 @@ impl fmt::Display for TlsError {
                     cert.display()
                 )
             }
+            TlsError::Generate { path, message } => write!(
+                f,
+                "{}: cannot create the self-signed certificate: {message}",
+                path.display()
+            ),
         }
     }
 }

@@ -37,6 +37,14 @@ pub fn run(file: &Path) -> Result<ExitCode, ExitCode> {
         list_or_none(&config.pop3.pop3s_listen)
     );
     println!(
+        "  smtps         {}",
+        list_or_none(&config.smtp.smtps_listen)
+    );
+    println!(
+        "  submission    {}",
+        list_or_none(&config.submission.listen)
+    );
+    println!(
         "  log           {} ({})",
         if config.server.log_file.as_os_str().is_empty() {
             "stderr".to_string()

@@ -12,7 +12,7 @@ use crate::queue::{QueueOptions, ShardQueue};
 use crate::relay::access::RcptPolicy;
 use crate::relay::destination::Owner;
 use crate::relay::owner::{MeshMessage, RelayTransport, serve_inbox};
-use crate::smtp::connection::{ConnectionLimits, SmtpShard};
+use crate::smtp::connection::{ConnectionLimits, SmtpAuth, SmtpListener, SmtpSecurity, SmtpShard};
 use crate::smtp::{LongLines, SmtpConfig};
 use log::{error, info, warn};
 use std::net::SocketAddr;
@@ -111,7 +111,8 @@ async fn start(
             data_timeout: Duration::from_secs(config.smtp.data_timeout_secs),
         },
         shutdown.clone(),
-    ));
+    )
+    .with_security(smtp_security(setup)));
 
     // Bound on the main thread before the privilege drop (super::listeners); this shard adopts
     // its own sockets and only now starts accepting on them.
@@ -125,6 +126,18 @@ async fn start(
         accept_loops.push(listen(addr, listener, &shutdown, move |stream| {
             glommio::spawn_local(crate::smtp::connection::serve(stream, Rc::clone(&smtp))).detach();
         }));
+    }
+    for (sockets, kind) in [
+        (listeners.smtps, SmtpListener::Smtps),
+        (listeners.submission, SmtpListener::Submission),
+    ] {
+        for (addr, listener) in sockets {
+            let smtp = Rc::clone(&smtp);
+            accept_loops.push(listen(addr, listener, &shutdown, move |stream| {
+                let session = crate::smtp::connection::serve_as(stream, Rc::clone(&smtp), kind);
+                glommio::spawn_local(session).detach();
+            }));
+        }
     }
     let pop3 = Rc::new(pop3_shard(setup));
     for (sockets, implicit_tls) in [(listeners.pop3, false), (listeners.pop3s, true)] {
@@ -161,7 +174,19 @@ fn pop3_shard(setup: &Setup) -> Pop3Shard {
     };
     settings.idle_timeout = Duration::from_secs(config.pop3.idle_timeout_secs);
     settings.apop_secrets = config.pop3.apop_secrets.clone();
-    let checker = match config.pop3.checkpassword.split_first() {
+    settings.failed_login_delay = Duration::from_millis(config.auth.failure_delay_ms);
+    Pop3Shard::new(
+        settings,
+        setup.tls.clone(),
+        password_checker(config),
+        setup.blocking.clone(),
+    )
+    .with_limiter(setup.login_limiter.clone())
+}
+
+/// The password checker of SMTP AUTH and POP3: a checkpassword program, or the built-in database.
+fn password_checker(config: &Config) -> PasswordChecker {
+    match config.checkpassword().split_first() {
         Some((program, args)) => PasswordChecker::Checkpassword {
             program: program.into(),
             args: args.to_vec(),
@@ -169,8 +194,34 @@ fn pop3_shard(setup: &Setup) -> Pop3Shard {
         None => PasswordChecker::Builtin {
             passwd: config.passwd_path(),
         },
+    }
+}
+
+/// STARTTLS/SMTPS with the server's certificate, and AUTH with POP3's password checker.
+fn smtp_security(setup: &Setup) -> SmtpSecurity {
+    let config = &setup.config;
+    let auth = SmtpAuth {
+        checker: password_checker(config),
+        pool: setup.blocking.clone(),
+        limiter: setup.login_limiter.clone(),
+        failure_delay: Duration::from_millis(config.auth.failure_delay_ms),
+        plaintext: plaintext_policy(config.submission.allow_plaintext_auth),
+        sender_login_match: config.submission.sender_login_match,
+        local_domains: config.local.domains.clone().into(),
     };
-    Pop3Shard::new(settings, setup.tls.clone(), checker, setup.blocking.clone())
+    SmtpSecurity {
+        tls: setup.tls.clone(),
+        auth: Some(auth),
+        ..SmtpSecurity::default()
+    }
+}
+
+fn plaintext_policy(setting: PlaintextAuth) -> PlaintextPolicy {
+    match setting {
+        PlaintextAuth::Never => PlaintextPolicy::Never,
+        PlaintextAuth::Loopback => PlaintextPolicy::LoopbackOnly,
+        PlaintextAuth::Always => PlaintextPolicy::Always,
+    }
 }
 
 impl Running {

@@ -25,6 +25,8 @@ pub struct Server {
     pub smtp: SocketAddr,
     pub pop3: Option<SocketAddr>,
     pub pop3s: Option<SocketAddr>,
+    pub smtps: Option<SocketAddr>,
+    pub submission: Option<SocketAddr>,
     /// A test directory this server owns (see [`Server::start_owning`]); removed after the
     /// server is stopped, since fields drop after `Drop::drop`.
     owned_dir: Option<TestDir>,
@@ -136,6 +138,8 @@ impl Server {
         let mut smtp = None;
         let mut pop3 = None;
         let mut pop3s = None;
+        let mut smtps = None;
+        let mut submission = None;
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -153,6 +157,10 @@ impl Server {
                 pop3 = Some(addr.parse().unwrap());
             } else if let Some(addr) = line.strip_prefix("ringmail: pop3s listening on ") {
                 pop3s = Some(addr.parse().unwrap());
+            } else if let Some(addr) = line.strip_prefix("ringmail: smtps listening on ") {
+                smtps = Some(addr.parse().unwrap());
+            } else if let Some(addr) = line.strip_prefix("ringmail: submission listening on ") {
+                submission = Some(addr.parse().unwrap());
             } else if line.starts_with("ringmail: queue in ") {
                 break;
             }
@@ -164,6 +172,8 @@ impl Server {
             smtp: smtp.expect("smtp address announced"),
             pop3,
             pop3s,
+            smtps,
+            submission,
             owned_dir: None,
         }
     }
