@@ -246,8 +246,14 @@ fn check_values(config: &Config, p: &mut Problems) {
         );
     }
     for (key, value) in [
-        ("auth.max_failures_per_ip", config.auth.max_failures_per_ip as u64),
-        ("auth.max_failures_per_user", config.auth.max_failures_per_user as u64),
+        (
+            "auth.max_failures_per_ip",
+            config.auth.max_failures_per_ip as u64,
+        ),
+        (
+            "auth.max_failures_per_user",
+            config.auth.max_failures_per_user as u64,
+        ),
         ("auth.failure_window_secs", config.auth.failure_window_secs),
     ] {
         if value == 0 {

@@ -100,7 +100,10 @@ pub enum TlsSource {
     /// `[tls] cert`.
     Configured(std::path::PathBuf),
     /// The self-signed certificate in the data directory (`tls::self_signed`).
-    SelfSigned { cert: std::path::PathBuf, created: bool },
+    SelfSigned {
+        cert: std::path::PathBuf,
+        created: bool,
+    },
     /// No certificate: no STARTTLS, SMTPS, STLS or POP3S.
     None,
 }

@@ -99,20 +99,22 @@ async fn start(
     );
     scheduler.resume(recovered);
 
-    let smtp = Rc::new(SmtpShard::new(
-        Rc::new(smtp_config(config)),
-        Rc::new(RcptPolicy::new(config)),
-        Rc::clone(&queue),
-        Rc::clone(&scheduler),
-        ConnectionLimits {
-            max_sessions: config.smtp.max_sessions_per_shard,
-            max_sessions_per_ip: config.smtp.max_sessions_per_ip,
-            command_timeout: Duration::from_secs(config.smtp.command_timeout_secs),
-            data_timeout: Duration::from_secs(config.smtp.data_timeout_secs),
-        },
-        shutdown.clone(),
-    )
-    .with_security(smtp_security(setup)));
+    let smtp = Rc::new(
+        SmtpShard::new(
+            Rc::new(smtp_config(config)),
+            Rc::new(RcptPolicy::new(config)),
+            Rc::clone(&queue),
+            Rc::clone(&scheduler),
+            ConnectionLimits {
+                max_sessions: config.smtp.max_sessions_per_shard,
+                max_sessions_per_ip: config.smtp.max_sessions_per_ip,
+                command_timeout: Duration::from_secs(config.smtp.command_timeout_secs),
+                data_timeout: Duration::from_secs(config.smtp.data_timeout_secs),
+            },
+            shutdown.clone(),
+        )
+        .with_security(smtp_security(setup)),
+    );
 
     // Bound on the main thread before the privilege drop (super::listeners); this shard adopts
     // its own sockets and only now starts accepting on them.

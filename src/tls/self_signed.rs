@@ -106,7 +106,11 @@ mod tests {
         let pem = std::fs::read(&first.cert).unwrap();
         let second = ensure(&tls_dir, "mx.test").unwrap();
         assert!(!second.created);
-        assert_eq!(std::fs::read(&second.cert).unwrap(), pem, "reused, not remade");
+        assert_eq!(
+            std::fs::read(&second.cert).unwrap(),
+            pem,
+            "reused, not remade"
+        );
         assert!(super::super::load_server_config(&second.cert, &second.key).is_ok());
         // A half-made pair (crash between the two renames) is made again.
         std::fs::remove_file(&second.cert).unwrap();

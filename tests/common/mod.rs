@@ -27,6 +27,8 @@ pub struct Server {
     pub pop3s: Option<SocketAddr>,
     pub smtps: Option<SocketAddr>,
     pub submission: Option<SocketAddr>,
+    /// The lines the server printed on stdout while starting.
+    pub startup: Vec<String>,
     /// A test directory this server owns (see [`Server::start_owning`]); removed after the
     /// server is stopped, since fields drop after `Drop::drop`.
     owned_dir: Option<TestDir>,
@@ -140,6 +142,7 @@ impl Server {
         let mut pop3s = None;
         let mut smtps = None;
         let mut submission = None;
+        let mut startup = Vec::new();
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -151,6 +154,7 @@ impl Server {
                     panic!("ringmail did not announce itself; log:\n{log}");
                 }
             };
+            startup.push(line.clone());
             if let Some(addr) = line.strip_prefix("ringmail: smtp listening on ") {
                 smtp = Some(addr.parse().unwrap());
             } else if let Some(addr) = line.strip_prefix("ringmail: pop3 listening on ") {
@@ -174,6 +178,7 @@ impl Server {
             pop3s,
             smtps,
             submission,
+            startup,
             owned_dir: None,
         }
     }
@@ -279,6 +284,21 @@ impl Server {
             .arg(&self.config_path)
             .output()
             .unwrap()
+    }
+
+    /// Adds a user to the built-in password database with `ringmail passwd add`.
+    pub fn add_user(&self, address: &str, password: &str) {
+        let mut add = Command::new(BIN)
+            .args(["passwd", "add", address, "--config"])
+            .arg(&self.config_path)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut stdin = add.stdin.take().unwrap();
+        stdin.write_all(format!("{password}\n").as_bytes()).unwrap();
+        drop(stdin);
+        assert!(add.wait().unwrap().success(), "passwd add {address}");
     }
 
     /// A raw connection for bad-input tests, past the greeting (which is returned).
