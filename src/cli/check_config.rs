@@ -68,6 +68,29 @@ pub fn run(file: &Path) -> Result<ExitCode, ExitCode> {
         }
     );
     println!("  rcpthosts     {}", list_or_none(&config.smtp.rcpthosts));
+    println!(
+        "  tls           {}",
+        match &config.tls.cert {
+            Some(cert) => cert.display().to_string(),
+            None if config.tls.self_signed => format!(
+                "self-signed, in {} (made on first start)",
+                config.self_signed_dir().display()
+            ),
+            None => "off (no certificate)".to_string(),
+        }
+    );
+    println!(
+        "  auth          {} (in the clear: {})",
+        match config.checkpassword().first() {
+            Some(program) => format!("checkpassword {program}"),
+            None => format!("built-in database {}", config.passwd_path().display()),
+        },
+        match config.submission.allow_plaintext_auth {
+            crate::config::PlaintextAuth::Never => "never",
+            crate::config::PlaintextAuth::Loopback => "loopback only",
+            crate::config::PlaintextAuth::Always => "always",
+        }
+    );
     let routes: Vec<String> = config
         .relay
         .routes
