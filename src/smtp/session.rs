@@ -303,6 +303,10 @@ impl Session {
                         None if rest.len() >= MAX_COMMAND_LINE => {
                             // RFC 5321 4.5.3.1.4; the tail of the line is not a command.
                             self.skipping_line = true;
+                            if matches!(self.state, State::ExpectAuthResponse(_)) {
+                                // An overlong SASL response ends the exchange.
+                                self.state = State::ExpectMail;
+                            }
                             self.error(reply::LINE_TOO_LONG, out)
                         }
                         None => return (pos, Progress::NeedMore),

@@ -246,6 +246,13 @@ fn auth_failures_and_refusals() {
     }
     assert_eq!(feed(&mut s, "AUTH PLAIN\r\n", bob).out, "334 \r\n");
     assert!(feed(&mut s, "*\r\n", bob).out.starts_with("501 5.0.0"));
+    // An overlong response ends the exchange; the next line is a command again.
+    assert_eq!(feed(&mut s, "AUTH PLAIN\r\n", bob).out, "334 \r\n");
+    let long = format!("{}\r\nNOOP\r\n", "A".repeat(600));
+    assert_eq!(
+        feed(&mut s, &long, bob).out,
+        "500 5.5.2 Error: line too long\r\n250 2.0.0 Ok\r\n"
+    );
     // Not offered: in cleartext where TLS is needed, and before EHLO.
     let mut s = session(options(true, None, false));
     feed(&mut s, "EHLO c.test\r\n", bob);
