@@ -52,6 +52,11 @@ t.ehlo("client.test")
 assert not t.has_extn("starttls"), t.esmtp_features
 t.sendmail("a@example.test", ["smtps@example.test"], b"Subject: smtps\r\n\r\nover SMTPS\r\n")
 t.quit()
+old = ssl.create_default_context(cafile=cafile)
+old.maximum_version = ssl.TLSVersion.TLSv1_2
+u = smtplib.SMTP_SSL("127.0.0.1", smtps_port, context=old, timeout=20)
+u.sendmail("a@example.test", ["tls12@example.test"], b"Subject: tls12\r\n\r\nover TLS 1.2\r\n")
+u.quit()
 print("sent")
 "#;
 
@@ -77,6 +82,13 @@ fn starttls_and_smtps_with_smtplib() {
     assert!(text.contains("sent"), "{text}");
     // smtplib prefers TLS 1.3; its cipher's IANA name goes into the header.
     assert!(text.contains("cipher TLSv1.3 TLS_"), "{text}");
+    let tls12 = server.wait_for_mail("tls12@example.test", 1, 10);
+    assert_eq!(tls12.len(), 1, "{}", server.log());
+    let message = std::fs::read_to_string(&tls12[0]).unwrap();
+    assert!(
+        message.contains("with ESMTPS\n\t(version=TLS1_2 cipher=TLS_ECDHE_ECDSA_WITH_"),
+        "{message}"
+    );
     for (user, subject) in [("starttls", "starttls"), ("smtps", "smtps")] {
         let files = server.wait_for_mail(&format!("{user}@example.test"), 1, 10);
         assert_eq!(files.len(), 1, "{user}: {}", server.log());
