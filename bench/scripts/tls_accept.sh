@@ -47,6 +47,8 @@ while [ $# -gt 0 ]; do
 done
 
 WORK=$(mktemp -d /tmp/ringmail-tls-bench.XXXXXX)
+# ringmail drops to an unprivileged user, which must reach its data directory inside.
+chmod 755 "$WORK"
 MAIL=$WORK/ringmail-data/mail
 cleanup() {
     stop_all_started
