@@ -9,10 +9,14 @@
 //! - `config`: the TOML configuration, read and validated once.
 //! - `relay`: remote delivery: the route step, destination owners, the SMTP client.
 //! - `sidecar`: the tokio thread for DNS and the control socket.
+//! - `inject`: local injection (`ringmail sendmail`) over a Unix socket, committed like SMTP.
 //! - `control`: queue control on the running server (flush, delete, bounce, pause, resume).
 //! - `server`: one shard's wiring: listeners, queue, scheduler, shutdown.
 //! - `cli`: the `ringmail` command line.
+//! - `address`: canonical addresses: when two spellings are one mailbox, and which never are.
 
+pub mod abuse;
+pub mod address;
 pub mod auth;
 pub mod blocking;
 pub mod cli;
@@ -23,6 +27,7 @@ pub mod delivery;
 pub mod dns;
 pub mod durable_dir;
 pub mod envelope;
+pub mod inject;
 pub mod logging;
 pub mod mailbox;
 pub mod pop3;

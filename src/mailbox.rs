@@ -6,12 +6,15 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use crate::address::{AddressError, mailbox_key};
+
 /// Why an address has no mailbox path.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MailboxError {
-    /// No `@`, or an empty local part or domain.
+    /// No `@`, or an empty local part or domain, or broken quoting.
     NotAnAddress,
-    /// A part that would escape the mail root or name a hidden file (`/`, `\0`, leading `.`).
+    /// A name that could escape the mail root, name a hidden file or carry routing (`/`, `%`,
+    /// `!`, `@`, a leading dot, a control character...: see [`crate::address`]).
     UnsafeName,
 }
 
@@ -28,24 +31,27 @@ impl fmt::Display for MailboxError {
 
 impl std::error::Error for MailboxError {}
 
-/// Splits `user@domain` at the last `@` and returns `(local part, domain)`, both lowercased.
-/// Local parts are matched case-insensitively, as qmail does.
-pub fn split_address(address: &str) -> Result<(String, String), MailboxError> {
-    let (local, domain) = address.rsplit_once('@').ok_or(MailboxError::NotAnAddress)?;
-    if local.is_empty() || domain.is_empty() {
-        return Err(MailboxError::NotAnAddress);
+impl From<AddressError> for MailboxError {
+    fn from(e: AddressError) -> MailboxError {
+        match e {
+            AddressError::NotAnAddress | AddressError::BadQuoting => MailboxError::NotAnAddress,
+            AddressError::UnsafeLocalPart(_) | AddressError::UnsafeDomain => {
+                MailboxError::UnsafeName
+            }
+        }
     }
-    Ok((local.to_lowercase(), domain.to_ascii_lowercase()))
+}
+
+/// Splits `user@domain` into the canonical `(local part, domain)` of its mailbox: quoting
+/// removed, both lowercased, routing and path characters refused ([`crate::address::mailbox_key`]).
+pub fn split_address(address: &str) -> Result<(String, String), MailboxError> {
+    let key = mailbox_key(address)?;
+    Ok((key.local, key.domain))
 }
 
 /// The Maildir directory for `address` under `mail_root`.
 pub fn maildir_for(mail_root: &Path, address: &str) -> Result<PathBuf, MailboxError> {
     let (local, domain) = split_address(address)?;
-    for part in [&local, &domain] {
-        if part.starts_with('.') || part.contains(['/', '\0']) {
-            return Err(MailboxError::UnsafeName);
-        }
-    }
     Ok(mail_root.join(domain).join(local).join("Maildir"))
 }
 
@@ -61,13 +67,27 @@ mod tests {
             PathBuf::from("/m/example.test/bob/Maildir")
         );
         assert_eq!(
-            maildir_for(root, "a@b@c.test").unwrap(),
-            PathBuf::from("/m/c.test/a@b/Maildir")
+            maildir_for(root, "\"Bob\"@example.test").unwrap(),
+            PathBuf::from("/m/example.test/bob/Maildir")
         );
+        assert!(matches!(
+            maildir_for(root, "a@b@c.test"),
+            Err(MailboxError::UnsafeName)
+        ));
+        assert!(matches!(
+            maildir_for(root, "\"bob@gmail.com\"@example.test"),
+            Err(MailboxError::UnsafeName)
+        ));
         assert_eq!(maildir_for(root, "bob"), Err(MailboxError::NotAnAddress));
         assert_eq!(maildir_for(root, "@x"), Err(MailboxError::NotAnAddress));
-        assert_eq!(maildir_for(root, "../etc@x"), Err(MailboxError::UnsafeName));
-        assert_eq!(maildir_for(root, "a/b@x"), Err(MailboxError::UnsafeName));
-        assert_eq!(maildir_for(root, "a@.."), Err(MailboxError::UnsafeName));
+        for unsafe_name in ["../etc@x", "a/b@x", "a@..", ".x@y"] {
+            assert!(
+                matches!(
+                    maildir_for(root, unsafe_name),
+                    Err(MailboxError::UnsafeName)
+                ),
+                "{unsafe_name}"
+            );
+        }
     }
 }

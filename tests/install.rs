@@ -79,18 +79,21 @@ fn install_into_a_scratch_root_then_uninstall_keeps_the_mail() {
     );
     let (user_uid, user_gid) = (id("-u", &user), id("-g", &user));
 
-    // The tree, and nothing else (no /usr/sbin/sendmail: there is no sendmail command yet).
+    // The tree, and nothing else.
     let want = [
         "etc",
         "etc/ringmail",
         "etc/ringmail/ringmail.toml",
         "usr",
+        "usr/bin",
+        "usr/bin/mailq",
         "usr/lib",
         "usr/lib/systemd",
         "usr/lib/systemd/system",
         "usr/lib/systemd/system/ringmail.service",
         "usr/sbin",
         "usr/sbin/ringmail",
+        "usr/sbin/sendmail",
         "var",
         "var/lib",
         "var/lib/ringmail",
@@ -111,6 +114,29 @@ fn install_into_a_scratch_root_then_uninstall_keeps_the_mail() {
         std::fs::read(root.join("usr/sbin/ringmail")).unwrap(),
         std::fs::read(BIN).unwrap()
     );
+    // sendmail and mailq are the binary under other names (relative links, valid in the tree).
+    for (link, target) in [
+        ("usr/sbin/sendmail", "ringmail"),
+        ("usr/bin/mailq", "../sbin/ringmail"),
+    ] {
+        assert_eq!(
+            std::fs::read_link(root.join(link)).unwrap(),
+            Path::new(target),
+            "{link}"
+        );
+        assert_eq!(
+            std::fs::read(root.join(link)).unwrap(),
+            std::fs::read(BIN).unwrap()
+        );
+    }
+    let help = Command::new(root.join("usr/sbin/sendmail"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&help.stdout).starts_with("Usage: ringmail sendmail"),
+        "{help:?}"
+    );
 
     // The system user: no login shell, the data directory as its home.
     let passwd = Command::new("getent")
@@ -129,6 +155,7 @@ fn install_into_a_scratch_root_then_uninstall_keeps_the_mail() {
         &format!("user = \"{user}\""),
         "# listen = [\"0.0.0.0:25\", \"[::]:25\"]",
         "listen = [\"127.0.0.1:25\"]",
+        "socket = \"/run/ringmail/inject.sock\"",
     ] {
         assert!(
             config.lines().any(|l| l == line),
@@ -153,6 +180,7 @@ fn install_into_a_scratch_root_then_uninstall_keeps_the_mail() {
         "ExecStart=/usr/sbin/ringmail serve --config /etc/ringmail/ringmail.toml",
         "LimitMEMLOCK=infinity",
         "ReadWritePaths=/var/lib/ringmail",
+        "RuntimeDirectory=ringmail",
     ] {
         assert!(unit.lines().any(|l| l == line), "no {line:?} in:\n{unit}");
     }
@@ -186,9 +214,11 @@ fn install_into_a_scratch_root_then_uninstall_keeps_the_mail() {
         config
     );
 
-    // Remove: program and unit gone; config, queue and mail kept.
+    // Remove: program, links and unit gone; config, queue and mail kept.
     script("uninstall", &["--root", root_arg]);
     assert!(!root.join("usr/sbin/ringmail").exists());
+    assert!(std::fs::symlink_metadata(root.join("usr/sbin/sendmail")).is_err());
+    assert!(std::fs::symlink_metadata(root.join("usr/bin/mailq")).is_err());
     assert!(
         !root
             .join("usr/lib/systemd/system/ringmail.service")
@@ -208,4 +238,36 @@ fn install_into_a_scratch_root_then_uninstall_keeps_the_mail() {
     );
     let data = std::fs::metadata(root.join("var/lib/ringmail")).unwrap();
     assert_eq!(data.uid(), user_uid);
+
+    // Another MTA's sendmail is kept, or with --replace-sendmail moved aside and put back by
+    // the uninstall.
+    let other = root.join("usr/sbin/sendmail");
+    std::fs::write(&other, b"#!/bin/sh\n# another MTA\n").unwrap();
+    let out = script(
+        "install",
+        &["--root", root_arg, "--bin", BIN, "--user", &user],
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("kept the existing"));
+    assert_eq!(
+        std::fs::read(&other).unwrap(),
+        b"#!/bin/sh\n# another MTA\n"
+    );
+    script(
+        "install",
+        &[
+            "--root",
+            root_arg,
+            "--bin",
+            BIN,
+            "--user",
+            &user,
+            "--replace-sendmail",
+        ],
+    );
+    assert_eq!(std::fs::read_link(&other).unwrap(), Path::new("ringmail"));
+    script("uninstall", &["--root", root_arg, "--purge"]);
+    assert_eq!(
+        std::fs::read(&other).unwrap(),
+        b"#!/bin/sh\n# another MTA\n"
+    );
 }

@@ -56,6 +56,20 @@ pub fn run(file: &Path) -> Result<ExitCode, ExitCode> {
             crate::config::LogFormatSetting::Json => "json",
         }
     );
+    println!(
+        "  inject        {}",
+        match crate::inject::socket_path(&config) {
+            Some(socket) => format!(
+                "{} (senders: {})",
+                socket.display(),
+                match config.inject.sender_check {
+                    crate::config::SenderCheck::Any => "any",
+                    crate::config::SenderCheck::Login => "login name only",
+                }
+            ),
+            None => "(off)".to_string(),
+        }
+    );
     println!("  local domains {}", config.local.domains.join(", "));
     println!("  mail root     {}", config.mail_root().display());
     // Who may relay is the setting most worth a second look: an open relay is abused in hours.
@@ -91,6 +105,9 @@ pub fn run(file: &Path) -> Result<ExitCode, ExitCode> {
             crate::config::PlaintextAuth::Always => "always",
         }
     );
+    // Access rules may grant relaying too, so they are shown beside relay_networks.
+    println!("  access rules  {}", access_summary(&config.smtp.access));
+    println!("  dnsbl         {}", list_or_none(&config.smtp.dnsbl_zones));
     let routes: Vec<String> = config
         .relay
         .routes
@@ -122,4 +139,23 @@ fn list_or_none(list: &[String]) -> String {
     } else {
         list.join(", ")
     }
+}
+
+/// `[[smtp.access]]` in one line: each rule's action (with `+relay`) and its ranges, in order.
+fn access_summary(rules: &[crate::config::AccessRuleSection]) -> String {
+    if rules.is_empty() {
+        return "(none)".to_string();
+    }
+    rules
+        .iter()
+        .map(|rule| {
+            let action = match (rule.action, rule.relay) {
+                (crate::config::AccessAction::Deny, _) => "deny",
+                (crate::config::AccessAction::Allow, true) => "allow+relay",
+                (crate::config::AccessAction::Allow, false) => "allow",
+            };
+            format!("{action} {}", rule.from.join(" "))
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
 }

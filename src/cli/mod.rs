@@ -2,9 +2,11 @@
 //! command group.
 
 mod check_config;
+mod import_qmail;
 mod passwd;
 mod queue;
 mod queue_control;
+pub mod sendmail;
 mod serve;
 
 use crate::control::ControlRequest;
@@ -28,6 +30,8 @@ FILES:
     <data_dir>/control.sock  the running server's control socket (mode 0600), used by
                           `ringmail queue flush|delete|bounce|pause|resume|status`; created
                           at start, removed at shutdown
+    <data_dir>/inject.sock   the injection socket (mode 0666; inject.socket moves it), used by
+                          `ringmail sendmail` and /usr/sbin/sendmail
 
 EXIT STATUS:
     0 success; 1 runtime error (message on stderr), including a queue control request the
@@ -66,8 +70,12 @@ Signals:
 the queue is synced, the log is flushed, and the process exits 0 (a second one exits at once). \
 Mail still queued is delivered after the next start.
     SIGALRM          retry every deferred recipient now (as qmail-send; `ringmail queue flush`).
-    SIGHUP, SIGUSR1  reopen the log file (server.log_file), e.g. after logrotate renamed it; \
-SIGHUP does not reload the configuration.
+    SIGHUP           reload the configuration file: access rules, limits, timeouts, DNSBL zones, \
+relay_networks, rcpthosts, the TLS certificate, POP3 settings and log_level apply to new \
+sessions; listen addresses, shards, data_dir, user and the [queue], [dns] and [relay] sections \
+need a restart. A file with an error is refused (logged) and the running settings stay. Also \
+reopens the log file.
+    SIGUSR1          reopen the log file (server.log_file), e.g. after logrotate renamed it.
     SIGPIPE          ignored.
 
 Logging: server.log_file (empty: stderr), server.log_format (\"text\" or \"json\"). \
@@ -92,6 +100,45 @@ Prints `FILE: ok` and a summary, or the first error with its file, line and key,
     /// Manage the built-in POP3 user database (<data_dir>/passwd).
     #[command(subcommand)]
     Passwd(PasswdCommand),
+
+    /// Queue a message from stdin on the running server, as sendmail does (-t, -i, -f, -F,
+    /// -bs, -bp...); `ringmail sendmail --help` lists the options.
+    #[command(
+        long_about = "\
+The sendmail-compatible injection command: reads a message on standard input, adds the \
+missing Date:, Message-ID: and From: (qmail-inject's rules), removes Bcc:, and queues it on \
+the running server through its injection socket; it exits 0 only once the message is on \
+disk. Installed as /usr/sbin/sendmail (a link to ringmail), the same options work under that \
+name. `ringmail sendmail --help` lists them; exit codes follow sysexits.h (75: the server is \
+not running, nothing was queued, try again).",
+        disable_help_flag = true
+    )]
+    Sendmail {
+        /// sendmail's options and the recipients, e.g. `-t -oi` or `-f me@example.test bob@example.test`.
+        #[arg(
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "ARGS"
+        )]
+        args: Vec<String>,
+    },
+
+    /// Print the ringmail configuration equivalent to a qmail control directory.
+    #[command(long_about = "\
+Read a qmail control directory (usually /var/qmail/control: me, locals, rcpthosts, \
+morercpthosts, virtualdomains, smtproutes, databytes, concurrencyremote, timeoutsmtpd, \
+timeoutremote, timeoutconnect, queuelifetime, helohost, defaulthost, defaultdomain, plusdomain, \
+idhost) and print the equivalent ringmail configuration on stdout. Everything that has no \
+equivalent is named in a `# not translated:` comment at the top and on stderr. The output \
+passes `ringmail check-config`:
+
+    ringmail import-qmail /var/qmail/control > /etc/ringmail/ringmail.toml
+    ringmail check-config /etc/ringmail/ringmail.toml")]
+    ImportQmail {
+        /// The qmail control directory.
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -247,6 +294,8 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Passwd(PasswdCommand::Add { address, config }) => passwd::add(&config, &address),
         Command::Passwd(PasswdCommand::Del { address, config }) => passwd::del(&config, &address),
         Command::Passwd(PasswdCommand::List(arg)) => passwd::list(&arg),
+        Command::Sendmail { args } => Ok(sendmail::run(&args)),
+        Command::ImportQmail { dir } => import_qmail::run(&dir),
     };
     outcome.unwrap_or_else(|code| code)
 }

@@ -7,7 +7,10 @@ use crate::queue::{QueuedMessage, RecipientState};
 use std::process::ExitCode;
 
 fn load(arg: &ConfigArg) -> Result<Vec<QueuedMessage>, ExitCode> {
-    let config = arg.load()?;
+    load_config(&arg.load()?)
+}
+
+fn load_config(config: &crate::config::Config) -> Result<Vec<QueuedMessage>, ExitCode> {
     let dir = config.queue_dir();
     if !dir.exists() {
         return Ok(Vec::new());
@@ -37,7 +40,12 @@ pub fn stat(arg: &ConfigArg) -> Result<ExitCode, ExitCode> {
 }
 
 pub fn list(arg: &ConfigArg) -> Result<ExitCode, ExitCode> {
-    let messages = load(arg)?;
+    list_config(&arg.load()?)
+}
+
+/// `queue list` for a configuration already loaded (also `sendmail -bp` and `mailq`).
+pub fn list_config(config: &crate::config::Config) -> Result<ExitCode, ExitCode> {
+    let messages = load_config(config)?;
     if messages.is_empty() {
         println!("the queue is empty");
     }

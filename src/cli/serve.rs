@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 pub fn run(arg: &ConfigArg) -> Result<ExitCode, ExitCode> {
     let config = arg.load()?;
-    match crate::server::run(config) {
+    match crate::server::run_from(config, arg.config.clone()) {
         Ok(()) => Ok(ExitCode::SUCCESS),
         // A setting that is wrong for this host (server.user does not exist) is a
         // configuration error like any other: exit 2, with the file, line and key.

@@ -18,6 +18,7 @@ pub struct Config {
     pub relay: RelaySection,
     pub submission: SubmissionSection,
     pub auth: AuthSection,
+    pub inject: InjectSection,
 }
 
 /// `[server]`: identity, storage and threads.
@@ -107,7 +108,8 @@ pub struct SmtpSection {
     pub data_timeout_secs: u64,
     /// Concurrent SMTP sessions per shard; more get `421 4.7.0`.
     pub max_sessions_per_shard: usize,
-    /// Concurrent SMTP sessions from one client IP, per shard; more get `421 4.7.0`.
+    /// Concurrent SMTP sessions from one client IP (an IPv6 client: its /64), counted across
+    /// all shards; more get `421 4.7.0`. An `[[smtp.access]]` rule may set its own.
     pub max_sessions_per_ip: usize,
     /// Bad commands in one session before it is closed with 421.
     pub max_errors: usize,
@@ -121,6 +123,67 @@ pub struct SmtpSection {
     /// SMTPS listeners: SMTP with implicit TLS from the first byte (RFC 8314), the same rules
     /// as `listen` otherwise. Needs a certificate (`[tls]`, or the self-signed one).
     pub smtps_listen: Vec<String>,
+    /// Milliseconds the 220 greeting is held back; a client that sends anything before it is an
+    /// early talker (postscreen's pregreet test) and gets `554 5.5.1` and the close. 0 (the
+    /// default): no delay, and no early-talker test.
+    pub greeting_delay_ms: u64,
+    /// DNS blocklists (RFC 5782) asked about every client at connect; a listed client gets
+    /// `554 5.7.1 ... blocked using ZONE` instead of the greeting. Lookup failures let it in.
+    pub dnsbl_zones: Vec<String>,
+    /// Messages (MAIL commands) one client IP may start per minute, across all shards; more
+    /// get `421 4.7.0`. 0 (the default): no limit.
+    pub max_messages_per_ip_per_minute: u32,
+    /// Slowest DATA/BDAT content accepted, in octets per second, averaged since the content
+    /// began, once `min_data_rate_grace_secs` have passed; slower gets `421 4.4.2`. 0: no minimum.
+    pub min_data_rate: u64,
+    /// Seconds of content before `min_data_rate` is enforced.
+    pub min_data_rate_grace_secs: u64,
+    /// Access rules (qmail's tcprules), tried in order; the first whose `from` holds the client
+    /// applies.
+    pub access: Vec<AccessRuleSection>,
+}
+
+/// What an access rule does with a client that matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AccessAction {
+    /// Serve the client, with this rule's settings.
+    Allow,
+    /// Answer `554 5.7.1 <reply>` instead of the greeting, and close.
+    Deny,
+}
+
+/// `[[smtp.access]]`: one access rule.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessRuleSection {
+    /// Client addresses or CIDR ranges, IPv4 or IPv6 (IPv4-mapped IPv6 clients match IPv4).
+    pub from: Vec<String>,
+    #[serde(default = "default_access_action")]
+    pub action: AccessAction,
+    /// The text after `554 5.7.1` for `deny`.
+    #[serde(default)]
+    pub reply: Option<String>,
+    /// The client may relay to any domain (as `smtp.relay_networks`).
+    #[serde(default)]
+    pub relay: bool,
+    /// Replaces `smtp.max_sessions_per_ip` for these clients.
+    #[serde(default)]
+    pub max_sessions: Option<usize>,
+    /// Replaces `smtp.max_messages_per_ip_per_minute` (0: no limit).
+    #[serde(default)]
+    pub messages_per_minute: Option<u32>,
+    /// Replaces `smtp.max_message_size`.
+    #[serde(default)]
+    pub max_message_size: Option<usize>,
+    /// `false`: never ask the DNSBL zones about these clients; `true`: always ask, even for
+    /// loopback and relay clients (which are skipped by default).
+    #[serde(default)]
+    pub dnsbl: Option<bool>,
+}
+
+fn default_access_action() -> AccessAction {
+    AccessAction::Allow
 }
 
 impl Default for SmtpSection {
@@ -139,6 +202,12 @@ impl Default for SmtpSection {
             relay_networks: Vec::new(),
             rcpthosts: Vec::new(),
             smtps_listen: Vec::new(),
+            greeting_delay_ms: 0,
+            dnsbl_zones: Vec::new(),
+            max_messages_per_ip_per_minute: 0,
+            min_data_rate: 1024,
+            min_data_rate_grace_secs: 30,
+            access: Vec::new(),
         }
     }
 }
@@ -435,6 +504,52 @@ impl Default for AuthSection {
             max_failures_per_ip: 20,
             max_failures_per_user: 10,
             failure_window_secs: 600,
+        }
+    }
+}
+
+/// `[inject]`: local injection (`ringmail sendmail`) and qmail-inject's header defaults.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct InjectSection {
+    /// The injection socket (`crate::inject`), relative to `data_dir` unless absolute; `""`
+    /// turns injection off. Mode 0666: who may reach it may inject.
+    pub socket: PathBuf,
+    /// qmail's defaulthost: the domain added to an address without one (`bob` becomes
+    /// `bob@default_host`), and of the sender's own address. Empty: `server.hostname`.
+    pub default_host: String,
+    /// qmail's defaultdomain: added to a domain without a dot (`bob@mail` becomes
+    /// `bob@mail.default_domain`). Empty: none added.
+    pub default_domain: String,
+    /// qmail's plusdomain: replaces a `+` at the end of a domain (`bob@host+`). Empty:
+    /// `default_host`.
+    pub plus_domain: String,
+    /// qmail's idhost: the domain of generated Message-IDs. Empty: `default_host`.
+    pub id_host: String,
+    /// Which envelope senders a local user may claim: `"any"`, or `"login"` (their own login
+    /// name only; root and the server's user may claim any).
+    pub sender_check: SenderCheck,
+}
+
+/// `inject.sender_check`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SenderCheck {
+    /// Any sender (qmail-inject and Postfix's sendmail by default); the uid is recorded.
+    Any,
+    /// The local part must be the caller's login name.
+    Login,
+}
+
+impl Default for InjectSection {
+    fn default() -> Self {
+        InjectSection {
+            socket: "inject.sock".into(),
+            default_host: String::new(),
+            default_domain: String::new(),
+            plus_domain: String::new(),
+            id_host: String::new(),
+            sender_check: SenderCheck::Any,
         }
     }
 }

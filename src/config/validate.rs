@@ -25,7 +25,9 @@ pub fn validate(config: &Config) -> Problems {
     let mut p = Problems::default();
     let p = &mut p;
     check_values(config, p);
+    check_abuse_defences(config, p);
     check_files(config, p);
+    check_inject(config, p);
     std::mem::take(p)
 }
 
@@ -286,6 +288,105 @@ fn check_values(config: &Config, p: &mut Problems) {
             }
             seen.push(addr);
         }
+    }
+}
+
+/// `[smtp]`'s access rules, DNSBL zones, greeting delay and rate limits.
+fn check_abuse_defences(config: &Config, p: &mut Problems) {
+    let smtp = &config.smtp;
+    for zone in &smtp.dnsbl_zones {
+        check_domain(p, "smtp.dnsbl_zones", zone);
+    }
+    if smtp.greeting_delay_ms > 60_000 {
+        p.add(
+            "smtp.greeting_delay_ms",
+            "must be at most 60000 (a minute); clients give up after a few seconds more",
+        );
+    }
+    if smtp.min_data_rate > 0 && smtp.min_data_rate_grace_secs == 0 {
+        p.add(
+            "smtp.min_data_rate_grace_secs",
+            "must be greater than 0 while smtp.min_data_rate is set",
+        );
+    }
+    for (index, rule) in smtp.access.iter().enumerate() {
+        let n = index + 1;
+        if rule.from.is_empty() {
+            p.add(
+                "smtp.access",
+                format!("rule {n}: `from` lists no address or range"),
+            );
+        }
+        for range in &rule.from {
+            if let Err(e) = range.parse::<Cidr>() {
+                p.add("smtp.access", format!("rule {n}: {e}"));
+            }
+        }
+        let allow_only = [
+            ("relay", rule.relay),
+            ("max_sessions", rule.max_sessions.is_some()),
+            ("messages_per_minute", rule.messages_per_minute.is_some()),
+            ("max_message_size", rule.max_message_size.is_some()),
+            ("dnsbl", rule.dnsbl.is_some()),
+        ];
+        match rule.action {
+            super::schema::AccessAction::Deny => {
+                for (key, set) in allow_only {
+                    if set {
+                        p.add(
+                            "smtp.access",
+                            format!("rule {n}: `{key}` means nothing for action = \"deny\""),
+                        );
+                    }
+                }
+            }
+            super::schema::AccessAction::Allow => {
+                if rule.reply.is_some() {
+                    p.add(
+                        "smtp.access",
+                        format!("rule {n}: `reply` is only for action = \"deny\""),
+                    );
+                }
+            }
+        }
+        if let Some(reply) = &rule.reply
+            && (reply.is_empty() || reply.len() > 400 || reply.chars().any(char::is_control))
+        {
+            p.add(
+                "smtp.access",
+                format!("rule {n}: `reply` must be one line of 1 to 400 characters"),
+            );
+        }
+        if rule.max_sessions == Some(0) {
+            p.add(
+                "smtp.access",
+                format!("rule {n}: `max_sessions` must be greater than 0 (use action = \"deny\")"),
+            );
+        }
+        if rule.max_message_size.is_some_and(|size| size < 1024) {
+            p.add(
+                "smtp.access",
+                format!("rule {n}: `max_message_size` must be at least 1024 octets"),
+            );
+        }
+    }
+}
+
+/// `[inject]`: the domains qmail-inject's rules add must be plain domain names.
+fn check_inject(config: &Config, p: &mut Problems) {
+    let inject = &config.inject;
+    for (key, domain) in [
+        ("inject.default_host", &inject.default_host),
+        ("inject.default_domain", &inject.default_domain),
+        ("inject.plus_domain", &inject.plus_domain),
+        ("inject.id_host", &inject.id_host),
+    ] {
+        if !domain.is_empty() {
+            check_domain(p, key, domain);
+        }
+    }
+    if inject.socket.to_string_lossy().contains('\0') {
+        p.add("inject.socket", "must be a path");
     }
 }
 

@@ -235,8 +235,7 @@ impl Writer {
                 self.own_line(
                     Level::Info,
                     format_args!(
-                        "signal {name}: the log goes to standard error, nothing to reopen{}",
-                        reload_note(signal)
+                        "signal {name}: the log goes to standard error, nothing to reopen"
                     ),
                 );
                 return;
@@ -252,11 +251,7 @@ impl Writer {
                 };
                 self.own_line(
                     Level::Info,
-                    format_args!(
-                        "signal {name}: log file reopened: {}{}",
-                        path.display(),
-                        reload_note(signal)
-                    ),
+                    format_args!("signal {name}: log file reopened: {}", path.display()),
                 );
             }
             Err(e) => self.own_line(
@@ -277,14 +272,5 @@ fn signal_name(signal: i32) -> String {
         libc::SIGHUP => "HUP".into(),
         libc::SIGUSR1 => "USR1".into(),
         other => other.to_string(),
-    }
-}
-
-/// Operators send SIGHUP expecting a reload (as for most daemons); say that it did not happen.
-fn reload_note(signal: i32) -> &'static str {
-    if signal == libc::SIGHUP {
-        " (the configuration is not reloaded: restart ringmail to apply changes)"
-    } else {
-        ""
     }
 }

@@ -93,7 +93,7 @@ impl RcptPolicy {
                 .local
                 .users
                 .iter()
-                .map(|u| u.to_lowercase())
+                .map(|u| canonical_key(u))
                 .collect(),
             mail_root: config.mail_root(),
             passwd: config.passwd_path(),
@@ -126,7 +126,7 @@ impl RcptPolicy {
     /// A user is known if configured, in the passwd database, or already has a Maildir; every
     /// local domain has a postmaster (RFC 5321 §4.5.1).
     fn is_known_user(&self, address: &str) -> bool {
-        let lowered = address.to_lowercase();
+        let lowered = canonical_key(address);
         if lowered.starts_with("postmaster@") || self.users.contains(&lowered) {
             return true;
         }
@@ -136,14 +136,16 @@ impl RcptPolicy {
             return true;
         }
         crate::auth::passwd::list(&self.passwd)
-            .map(|users| users.iter().any(|u| u.to_lowercase() == lowered))
+            .map(|users| users.iter().any(|u| canonical_key(u) == lowered))
             .unwrap_or(false)
     }
 
     /// The checks for a recipient at one of our own domains.
     fn check_local_user(&self, address: &str) -> RcptVerdict {
+        // A local part that can never name a mailbox (a slash, a leading dot, a control
+        // character...: crate::address) is refused as a bad address, for everyone: 553 5.1.3.
         if crate::mailbox::maildir_for(&self.mail_root, address).is_err() {
-            return RcptVerdict::UnknownUser;
+            return RcptVerdict::BadAddress;
         }
         match self.unknown_users {
             UnknownUsers::Accept => RcptVerdict::Accept,
@@ -151,6 +153,14 @@ impl RcptPolicy {
             UnknownUsers::Reject => RcptVerdict::UnknownUser,
         }
     }
+}
+
+/// The form addresses are compared in: the mailbox key (`"Bob"@X` is `bob@x`), or the address
+/// lowercased when it can name no mailbox (it then matches only an equally unusable entry).
+fn canonical_key(address: &str) -> String {
+    crate::address::mailbox_key(address)
+        .map(|key| key.to_string())
+        .unwrap_or_else(|_| address.to_lowercase())
 }
 
 /// The first form in `local@domain` that we refuse to route, if any.
@@ -169,7 +179,20 @@ fn bad_form(local: &str, domain: &str, router: &Router) -> Option<BadForm> {
 
 impl RecipientPolicy for RcptPolicy {
     fn check_recipient(&self, peer: &PeerInfo, address: &str) -> RcptVerdict {
-        let may_relay = self.may_relay(peer);
+        self.check_recipient_relaying(peer, address, false)
+    }
+}
+
+impl RcptPolicy {
+    /// The RCPT decision, where `relay_client` says an access rule (`[[smtp.access]]` with
+    /// `relay = true`) lets this client relay, as `smtp.relay_networks` would.
+    pub fn check_recipient_relaying(
+        &self,
+        peer: &PeerInfo,
+        address: &str,
+        relay_client: bool,
+    ) -> RcptVerdict {
+        let may_relay = relay_client || self.may_relay(peer);
         // The domain follows the last `@`: a quoted local part may hold more. No `@` at all
         // (the parser never lets one through) reads as an empty, malformed domain.
         let (local, domain) = address.rsplit_once('@').unwrap_or((address, ""));

@@ -194,8 +194,29 @@ fn unknown_local_users_are_refused_for_everyone_postmaster_never() {
         assert_eq!(check("postmaster@example.test"), Accept);
         assert_eq!(check("PostMaster@mx.test"), Accept);
         assert_eq!(check("bob@example.test"), RcptVerdict::UnknownUser);
-        // Unsafe Maildir names are unknown users, never paths.
-        assert_eq!(check("..@example.test"), RcptVerdict::UnknownUser);
+        // Unsafe Maildir names are bad addresses (553 5.1.3), never paths.
+        assert_eq!(check("..@example.test"), BadAddress);
+    }
+}
+
+/// Names that can never be a mailbox (crate::address) are refused at RCPT with 553 5.1.3 for
+/// every client at a local domain, whatever `unknown_users` says; quoting that is not needed
+/// changes nothing.
+#[test]
+fn unsafe_local_parts_are_bad_addresses_at_local_domains() {
+    let policy = policy(CONFIG);
+    for client in [STRANGER, RELAY_CLIENTS[0]] {
+        let check = |address| policy.check_recipient(&peer(client), address);
+        for address in [
+            "\"a/b\"@example.test",
+            "\".hidden\"@example.test",
+            "\"..\"@example.test",
+            "a..b@example.test",
+            "\"tab\tch\"@example.test",
+        ] {
+            assert_eq!(check(address), BadAddress, "{address}");
+        }
+        assert_eq!(check("\"bob\"@example.test"), Accept);
     }
 }
 

@@ -8,13 +8,14 @@
 //! |-----------------|--------|
 //! | SIGTERM, SIGINT | graceful shutdown, exit 0; a second one exits at once (128 + signal) |
 //! | SIGALRM         | retry every deferred recipient now (qmail-send's ALRM; `ringmail queue flush`) |
-//! | SIGHUP          | reopen the log file; the configuration is not reloaded (the log says so) |
+//! | SIGHUP          | reload the configuration file (see `reload`: what changes, what needs a restart) and reopen the log file |
 //! | SIGUSR1         | reopen the log file (for logrotate's `postrotate`) |
 //! | SIGPIPE         | ignored: a client that resets its connection costs one write an `EPIPE` |
 
 mod listeners;
 pub mod privileges;
 mod relay;
+pub mod reload;
 mod shard;
 
 use crate::config::Config;
@@ -88,6 +89,12 @@ pub struct Setup {
     /// Every shard's listening sockets, bound before the privilege drop; shard `i` takes its
     /// own once.
     pub listeners: listeners::BoundListeners,
+    /// The settings SIGHUP may change (and the certificate); shards read them at session start.
+    pub live: Arc<reload::Reloadable>,
+    /// Per-client-IP session and message counters for the whole server (`crate::abuse`).
+    pub ip_table: Arc<crate::abuse::IpTable>,
+    /// Messages from the injection socket (`ringmail sendmail`); shard `i` serves `inject[i]`.
+    pub inject: Vec<flume::Receiver<crate::inject::ShardInject>>,
     /// The failed-login counters of SMTP AUTH and POP3, shared by every shard.
     pub login_limiter: crate::auth::limiter::SharedLimiter,
     /// Which certificate TLS uses, for the startup lines.
@@ -109,7 +116,12 @@ pub enum TlsSource {
 }
 
 /// Runs the server until it is told to stop. Returns once every shard has shut down.
-pub fn run(mut config: Config) -> Result<(), ServerError> {
+pub fn run(config: Config) -> Result<(), ServerError> {
+    run_from(config, None)
+}
+
+/// [`run`] for a configuration read from `path`, which SIGHUP reads again (`reload`).
+pub fn run_from(mut config: Config, path: Option<std::path::PathBuf>) -> Result<(), ServerError> {
     crate::logging::init(&log_settings(&config)).map_err(|e| {
         ServerError::Log(format!(
             "cannot open {}: {e}",
@@ -144,6 +156,10 @@ pub fn run(mut config: Config) -> Result<(), ServerError> {
             .unwrap_or(1),
         n => n,
     };
+    if let Some(socket) = crate::inject::socket_path(&config) {
+        crate::inject::prepare_socket_dir(&socket, &config.server.data_dir, &identity)
+            .map_err(ServerError::DataDir)?;
+    }
     let listen = listeners::resolve(&config)?;
     let bound = listeners::bind_all(&listen, shard_count)?;
     identity.drop_privileges()?;
@@ -185,6 +201,28 @@ pub fn run(mut config: Config) -> Result<(), ServerError> {
         .map_err(|e| {
         ServerError::DataDir(format!("control socket {}: {e}", socket.display()))
     })?;
+    let live = Arc::new(reload::Reloadable::new(
+        reload::Live {
+            config: config.clone(),
+            tls: tls.clone(),
+        },
+        path.map(|p| std::path::absolute(&p).unwrap_or(p)),
+    ));
+    let (inject_senders, inject) = crate::inject::channels(shard_count);
+    let _inject_server = match crate::inject::socket_path(&config) {
+        Some(path) => Some(
+            crate::inject::InjectServer::start(
+                &sidecar,
+                &path,
+                crate::inject::server::InjectSettings::from_config(&config),
+                inject_senders,
+            )
+            .map_err(|e| {
+                ServerError::DataDir(format!("injection socket {}: {e}", path.display()))
+            })?,
+        ),
+        None => None,
+    };
     let setup = Arc::new(Setup {
         config,
         listen,
@@ -195,6 +233,9 @@ pub fn run(mut config: Config) -> Result<(), ServerError> {
         listeners: bound,
         login_limiter,
         tls_source,
+        live: Arc::clone(&live),
+        ip_table: Arc::new(crate::abuse::IpTable::new()),
+        inject,
     });
 
     let shard_setup = Arc::clone(&setup);
@@ -209,7 +250,7 @@ pub fn run(mut config: Config) -> Result<(), ServerError> {
         move |ctx| shard::run(ctx, Arc::clone(&shard_setup), ready_tx.clone()),
     )
     .map_err(|e| ServerError::Shard(e.to_string()))?;
-    shards::install_signal_handlers_with(&set, signal_actions(&control_server))
+    shards::install_signal_handlers_with(&set, signal_actions(&control_server, live))
         .map_err(|e| ServerError::Shard(e.to_string()))?;
 
     // Each shard reports once its queue is recovered and its listeners are bound; only then is
@@ -238,14 +279,20 @@ pub fn run(mut config: Config) -> Result<(), ServerError> {
 
 /// What SIGALRM, SIGHUP and SIGUSR1 do (the table in the module header). Each only hands work
 /// off, so the signal thread is free for the next signal at once.
-fn signal_actions(control: &crate::control::ControlServer) -> Vec<shards::SignalAction> {
+fn signal_actions(
+    control: &crate::control::ControlServer,
+    live: Arc<reload::Reloadable>,
+) -> Vec<shards::SignalAction> {
     use shards::SignalAction;
     let requester = control.requester();
     vec![
         SignalAction::new(libc::SIGALRM, move || {
             requester.submit(crate::control::ControlRequest::Flush, "signal ALRM")
         }),
-        SignalAction::new(libc::SIGHUP, || crate::logging::reopen(libc::SIGHUP)),
+        SignalAction::new(libc::SIGHUP, move || {
+            crate::logging::reopen(libc::SIGHUP);
+            live.on_sighup();
+        }),
         SignalAction::new(libc::SIGUSR1, || crate::logging::reopen(libc::SIGUSR1)),
     ]
 }
@@ -311,6 +358,9 @@ fn announce(setup: &Setup, shard_count: usize) {
     }
     for addr in &setup.listen.pop3s {
         println!("ringmail: pop3s listening on {addr}");
+    }
+    if let Some(socket) = crate::inject::socket_path(config) {
+        println!("ringmail: injection socket {}", socket.display());
     }
     for addr in &setup.listen.smtps {
         println!("ringmail: smtps listening on {addr}");

@@ -3,7 +3,10 @@
 //! the queue.
 
 use super::Setup;
+use super::reload::{Live, ShardView};
 use crate::auth::PasswordChecker;
+use crate::auth::limiter::SharedLimiter;
+use crate::blocking::BlockingPool;
 use crate::config::{Config, LongLinesSetting, PlaintextAuth};
 use crate::delivery::scheduler::{Scheduler, SchedulerSettings};
 use crate::delivery::transport::LocalTransport;
@@ -12,7 +15,7 @@ use crate::queue::{QueueOptions, ShardQueue};
 use crate::relay::access::RcptPolicy;
 use crate::relay::destination::Owner;
 use crate::relay::owner::{MeshMessage, RelayTransport, serve_inbox};
-use crate::smtp::connection::{ConnectionLimits, SmtpAuth, SmtpListener, SmtpSecurity, SmtpShard};
+use crate::smtp::connection::{ConnectionLimits, SmtpAuth, SmtpListener, SmtpSettings, SmtpShard};
 use crate::smtp::{LongLines, SmtpConfig};
 use log::{error, info, warn};
 use std::net::SocketAddr;
@@ -99,22 +102,18 @@ async fn start(
     );
     scheduler.resume(recovered);
 
-    let smtp = Rc::new(
-        SmtpShard::new(
-            Rc::new(smtp_config(config)),
-            Rc::new(RcptPolicy::new(config)),
-            Rc::clone(&queue),
-            Rc::clone(&scheduler),
-            ConnectionLimits {
-                max_sessions: config.smtp.max_sessions_per_shard,
-                max_sessions_per_ip: config.smtp.max_sessions_per_ip,
-                command_timeout: Duration::from_secs(config.smtp.command_timeout_secs),
-                data_timeout: Duration::from_secs(config.smtp.data_timeout_secs),
-            },
-            shutdown.clone(),
-        )
-        .with_security(smtp_security(setup)),
-    );
+    // Settings SIGHUP may change are read through `setup.live` (super::reload).
+    let (smtp_blocking, smtp_limiter) = (setup.blocking.clone(), setup.login_limiter.clone());
+    let smtp = Rc::new(SmtpShard::new(
+        ShardView::new(Arc::clone(&setup.live), move |live, _| {
+            smtp_settings(live, &smtp_blocking, &smtp_limiter)
+        }),
+        Rc::clone(&queue),
+        Rc::clone(&scheduler),
+        shutdown.clone(),
+        Arc::clone(&setup.ip_table),
+        setup.resolver.clone(),
+    ));
 
     // Bound on the main thread before the privilege drop (super::listeners); this shard adopts
     // its own sockets and only now starts accepting on them.
@@ -141,16 +140,23 @@ async fn start(
             }));
         }
     }
-    let pop3 = Rc::new(pop3_shard(setup));
+    let blocking = setup.blocking.clone();
+    let limiter = setup.login_limiter.clone();
+    let pop3 = Rc::new(ShardView::new(Arc::clone(&setup.live), move |live, _| {
+        pop3_shard(live, blocking.clone(), limiter.clone())
+    }));
     for (sockets, implicit_tls) in [(listeners.pop3, false), (listeners.pop3s, true)] {
         for (addr, listener) in sockets {
             let pop3 = Rc::clone(&pop3);
             accept_loops.push(listen(addr, listener, &shutdown, move |stream| {
-                let session =
-                    crate::pop3::connection::serve(stream, Rc::clone(&pop3), implicit_tls);
+                let session = crate::pop3::connection::serve(stream, pop3.get(), implicit_tls);
                 glommio::spawn_local(session).detach();
             }));
         }
+    }
+    // Messages from the injection socket (crate::inject), committed like SMTP's.
+    if let Some(requests) = setup.inject.get(id).cloned() {
+        glommio::spawn_local(crate::inject::serve_shard(requests, Rc::clone(&smtp))).detach();
     }
     // Queue control from the control socket (crate::control); the scheduler will answer it.
     if let Some(requests) = setup.control.get(id).cloned() {
@@ -165,9 +171,10 @@ async fn start(
 }
 
 /// The POP3 service's per-shard state. POP3 sessions need no draining at shutdown: a session
-/// that ends without QUIT deletes nothing (RFC 1939 §6).
-fn pop3_shard(setup: &Setup) -> Pop3Shard {
-    let config = &setup.config;
+/// that ends without QUIT deletes nothing (RFC 1939 §6). After a reload, the failed-login
+/// counters of the `previous` state carry over.
+fn pop3_shard(live: &Live, blocking: BlockingPool, limiter: SharedLimiter) -> Pop3Shard {
+    let config = &live.config;
     let mut settings = Pop3Settings::new(config.server.hostname.clone(), config.mail_root());
     settings.plaintext_auth = match config.pop3.allow_plaintext_auth {
         PlaintextAuth::Never => PlaintextPolicy::Never,
@@ -179,11 +186,11 @@ fn pop3_shard(setup: &Setup) -> Pop3Shard {
     settings.failed_login_delay = Duration::from_millis(config.auth.failure_delay_ms);
     Pop3Shard::new(
         settings,
-        setup.tls.clone(),
+        live.tls.clone(),
         password_checker(config),
-        setup.blocking.clone(),
+        blocking,
     )
-    .with_limiter(setup.login_limiter.clone())
+    .with_limiter(limiter)
 }
 
 /// The password checker of SMTP AUTH and POP3: a checkpassword program, or the built-in database.
@@ -199,23 +206,22 @@ fn password_checker(config: &Config) -> PasswordChecker {
     }
 }
 
-/// STARTTLS/SMTPS with the server's certificate, and AUTH with POP3's password checker.
-fn smtp_security(setup: &Setup) -> SmtpSecurity {
-    let config = &setup.config;
+/// SMTP AUTH with POP3's password checker and the server's failed-login limiter.
+fn smtp_auth(
+    config: &Config,
+    blocking: &BlockingPool,
+    limiter: &SharedLimiter,
+) -> Option<SmtpAuth> {
     let auth = SmtpAuth {
         checker: password_checker(config),
-        pool: setup.blocking.clone(),
-        limiter: setup.login_limiter.clone(),
+        pool: blocking.clone(),
+        limiter: limiter.clone(),
         failure_delay: Duration::from_millis(config.auth.failure_delay_ms),
         plaintext: plaintext_policy(config.submission.allow_plaintext_auth),
         sender_login_match: config.submission.sender_login_match,
         local_domains: config.local.domains.clone().into(),
     };
-    SmtpSecurity {
-        tls: setup.tls.clone(),
-        auth: Some(auth),
-        ..SmtpSecurity::default()
-    }
+    Some(auth)
 }
 
 fn plaintext_policy(setting: PlaintextAuth) -> PlaintextPolicy {
@@ -291,6 +297,32 @@ async fn accept_loop(
     }
 }
 
+/// The SMTP service's reloadable settings a configuration gives.
+fn smtp_settings(live: &Live, blocking: &BlockingPool, limiter: &SharedLimiter) -> SmtpSettings {
+    let config = &live.config;
+    let smtp = &config.smtp;
+    SmtpSettings {
+        tls: live.tls.clone(),
+        auth: smtp_auth(config, blocking, limiter),
+        config: Rc::new(smtp_config(config)),
+        policy: Rc::new(RcptPolicy::new(config)),
+        limits: ConnectionLimits {
+            max_sessions: smtp.max_sessions_per_shard,
+            command_timeout: Duration::from_secs(smtp.command_timeout_secs),
+            data_timeout: Duration::from_secs(smtp.data_timeout_secs),
+        },
+        access: crate::abuse::AccessRules::from_section(smtp),
+        dnsbl_zones: smtp.dnsbl_zones.clone(),
+        greeting_delay: Duration::from_millis(smtp.greeting_delay_ms),
+        pace: crate::abuse::pace::PaceLimits {
+            command_timeout: Duration::from_secs(smtp.command_timeout_secs),
+            data_timeout: Duration::from_secs(smtp.data_timeout_secs),
+            min_data_rate: smtp.min_data_rate,
+            grace: Duration::from_secs(smtp.min_data_rate_grace_secs),
+        },
+    }
+}
+
 /// The SMTP session settings a configuration gives.
 fn smtp_config(config: &Config) -> SmtpConfig {
     SmtpConfig {
@@ -304,5 +336,6 @@ fn smtp_config(config: &Config) -> SmtpConfig {
         max_hops: config.smtp.max_hops,
         max_errors: config.smtp.max_errors,
         max_commands: 100_000,
+        forbid_text_before_354: true,
     }
 }

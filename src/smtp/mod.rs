@@ -60,6 +60,10 @@ pub struct SmtpConfig {
     /// It bounds the work one connection can cause; a client that sends many messages simply
     /// reconnects.
     pub max_commands: usize,
+    /// Refuse (554, close) a client that sends message text in the same write as DATA, before
+    /// the 354 (RFC 2920 §3.1; Postfix's smtpd_forbid_unauth_pipelining). Off only for
+    /// transcript tests that feed whole conversations at once.
+    pub forbid_text_before_354: bool,
 }
 
 impl Default for SmtpConfig {
@@ -72,6 +76,7 @@ impl Default for SmtpConfig {
             max_hops: 100,
             max_errors: 20,
             max_commands: 10_000,
+            forbid_text_before_354: true,
         }
     }
 }
@@ -100,6 +105,13 @@ pub struct PeerInfo {
 pub trait RecipientPolicy {
     /// Called for every RCPT TO; address is without brackets; the session already checked syntax.
     fn check_recipient(&self, peer: &PeerInfo, address: &str) -> RcptVerdict;
+
+    /// Called for every MAIL FROM before it is accepted: `Some(reply)` refuses the transaction,
+    /// and a 421 also ends the session (e.g. the client's message rate, `crate::abuse`). The
+    /// default accepts.
+    fn check_sender(&self, _peer: &PeerInfo, _now: SystemTime) -> Option<Reply> {
+        None
+    }
 }
 
 /// The negotiated TLS parameters, for the `Received:` header (RFC 3848 says only that the

@@ -322,6 +322,66 @@ pub fn sender_not_owned(address: &str, user: &str) -> Reply {
     )
 }
 
+// Abuse defences (crate::abuse).
+/// RFC 2920 §3.1: DATA must be the last command of a group; text sent before the 354 is a
+/// client that does not wait for replies (Postfix's smtpd_forbid_unauth_pipelining).
+pub const TEXT_BEFORE_354: Reply = Reply::fixed(
+    554,
+    "5.5.0",
+    "Error: SMTP protocol synchronization: message text sent before the 354 reply",
+);
+
+/// Postscreen's pregreet test: the client spoke before our 220.
+pub const EARLY_TALKER: Reply = Reply::fixed(
+    554,
+    "5.5.1",
+    "Error: protocol error: command sent before the greeting",
+);
+
+/// An access rule denies this client.
+pub fn access_denied(text: &str) -> Reply {
+    Reply::owned(554, "5.7.1", clean(text))
+}
+
+/// A DNS blocklist lists this client (the reply names the list, as Postfix's does).
+pub fn dnsbl_listed(ip: std::net::IpAddr, zone: &str) -> Reply {
+    Reply::owned(
+        554,
+        "5.7.1",
+        format!(
+            "Service unavailable; client [{ip}] blocked using {}",
+            clean(zone)
+        ),
+    )
+}
+
+pub fn too_many_messages_from_ip(host: &str) -> Reply {
+    Reply::owned(
+        421,
+        "4.7.0",
+        format!("{host} Error: too many messages from your IP address, try again later"),
+    )
+}
+
+/// DATA content arriving under `smtp.min_data_rate`.
+pub fn data_too_slow(host: &str) -> Reply {
+    Reply::owned(
+        421,
+        "4.4.2",
+        format!("{host} Error: message content arriving too slowly"),
+    )
+}
+
+/// `ringmail sendmail -bs`: the server refused for good a message the session had taken (its
+/// own recipient or sender checks); the text is the server's reason.
+pub fn commit_refused(reason: &str) -> Reply {
+    Reply::owned(
+        554,
+        "5.7.0",
+        format!("Error: message refused: {}", clean(reason)),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

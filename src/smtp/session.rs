@@ -26,6 +26,7 @@ use super::received::{Protocol, TraceDetails, count_hops, received_header_with};
 use super::reply::{self, Reply};
 use super::sasl::{self, Mechanism, SaslError, Step};
 use super::{Context, LongLines, PeerInfo, Progress, RcptVerdict, SessionOptions, SmtpConfig};
+use crate::abuse::refusals::Refusal;
 use crate::auth::CheckOutcome;
 use crate::clock::unix_seconds;
 use crate::envelope::Envelope;
@@ -105,8 +106,12 @@ pub struct Session {
     options: SessionOptions,
     /// The login name after a successful AUTH (RFC 4954); `peer.authenticated` is then set.
     user: Option<String>,
-    /// Bytes followed the command line being handled (STARTTLS refuses them, CVE-2011-0411).
-    input_after_line: bool,
+    /// Refusals not yet taken by the driver (which logs them: `crate::abuse::refusals`).
+    refusals: Vec<Refusal>,
+    /// The reply refusing the command line being handled, recorded with its line afterwards.
+    refusing: Option<Reply>,
+    /// More input follows the command line being handled, in the same buffer.
+    line_has_followers: bool,
 }
 
 impl Session {
@@ -123,7 +128,6 @@ impl Session {
         Session {
             options,
             user: None,
-            input_after_line: false,
             config,
             peer,
             state: State::ExpectHelo,
@@ -133,6 +137,9 @@ impl Session {
             skipping_line: false,
             errors: 0,
             commands: 0,
+            refusals: Vec::new(),
+            refusing: None,
+            line_has_followers: false,
         }
     }
 
@@ -174,6 +181,18 @@ impl Session {
             Err(reason) => reply::queue_failed(&reason),
         }
         .write_to(out);
+        self.reset_transaction();
+        self.resume(cx, out)
+    }
+
+    /// Like [`Session::committed`] for a message refused for good after the end of data (by an
+    /// injection server that checks again, for `ringmail sendmail -bs`): `reply` is sent instead
+    /// of 250 or 451, and the session carries on.
+    pub fn commit_refused(&mut self, reply: Reply, cx: &Context, out: &mut Vec<u8>) -> Progress {
+        if !matches!(self.state, State::ExpectCommitted) {
+            return self.resume(cx, out);
+        }
+        reply.write_to(out);
         self.reset_transaction();
         self.resume(cx, out)
     }
@@ -227,6 +246,26 @@ impl Session {
         matches!(self.state, State::ExpectBody(_) | State::ExpectChunk { .. })
     }
 
+    /// Whether part of a command line is buffered, waiting for its end (the driver's command
+    /// deadline runs from its first byte: `crate::abuse::pace`).
+    pub fn partial_command(&self) -> bool {
+        !self.in_data()
+            && !matches!(self.state, State::Closed | State::ExpectCommitted)
+            && (!self.pending.is_empty() || self.skipping_line)
+    }
+
+    /// The refusals made since the last call, oldest first, for the log.
+    pub fn take_refusals(&mut self) -> Vec<Refusal> {
+        std::mem::take(&mut self.refusals)
+    }
+
+    /// Records the pending refusal (if any) as made in answer to `command`.
+    fn record_refusal(&mut self, command: &[u8]) {
+        if let Some(reply) = self.refusing.take() {
+            self.refusals.push(Refusal::new(command, reply));
+        }
+    }
+
     fn resume(&mut self, cx: &Context, out: &mut Vec<u8>) -> Progress {
         let mut buf = std::mem::take(&mut self.pending);
         let (used, progress) = self.run(&buf, cx, out);
@@ -253,7 +292,9 @@ impl Session {
                         return (pos, Progress::NeedMore);
                     }
                     let findings = scanner.findings();
-                    if let Some(progress) = self.finish_message(findings, cx, out) {
+                    let progress = self.finish_message(findings, cx, out);
+                    self.record_refusal(b"DATA");
+                    if let Some(progress) = progress {
                         return (pos, progress);
                     }
                 }
@@ -270,7 +311,9 @@ impl Session {
                     if *remaining > 0 {
                         return (pos, Progress::NeedMore);
                     }
-                    if let Some(progress) = self.finish_chunk(cx, out) {
+                    let progress = self.finish_chunk(cx, out);
+                    self.record_refusal(b"BDAT");
+                    if let Some(progress) = progress {
                         return (pos, progress);
                     }
                 }
@@ -291,13 +334,16 @@ impl Session {
                     let progress = match lf {
                         Some(i) => {
                             pos += i + 1;
+                            self.line_has_followers = pos < buf.len();
                             let line = &rest[..i];
                             let line = line.strip_suffix(b"\r").unwrap_or(line);
-                            self.input_after_line = pos < buf.len();
                             if matches!(self.state, State::ExpectAuthResponse(_)) {
+                                // A SASL response: never recorded, it holds the password.
                                 self.auth_response(line, out)
                             } else {
-                                self.command(line, cx, out)
+                                let progress = self.command(line, cx, out);
+                                self.record_refusal(without_credentials(line));
+                                progress
                             }
                         }
                         None if rest.len() >= MAX_COMMAND_LINE => {
@@ -323,7 +369,9 @@ impl Session {
     fn command(&mut self, line: &[u8], cx: &Context, out: &mut Vec<u8>) -> Option<Progress> {
         self.commands += 1;
         if self.commands > self.config.max_commands {
-            return Some(self.close_with(reply::too_many_commands(&self.config.hostname), out));
+            let refusal = reply::too_many_commands(&self.config.hostname);
+            self.refusing = Some(refusal.clone());
+            return Some(self.close_with(refusal, out));
         }
         if line.contains(&0) {
             return self.error(reply::NUL_IN_COMMAND, out);
@@ -335,7 +383,7 @@ impl Session {
         match command {
             Command::Ehlo(name) => self.helo(name, true, out),
             Command::Helo(name) => self.helo(name, false, out),
-            Command::Mail(mail) => self.mail(mail, out),
+            Command::Mail(mail) => self.mail(mail, cx, out),
             Command::Rcpt(rcpt) => self.rcpt(rcpt, cx, out),
             Command::Data => self.data(cx, out),
             Command::Bdat { size, last } => self.bdat(size, last, cx),
@@ -377,7 +425,7 @@ impl Session {
         if !matches!(self.state, State::ExpectHelo | State::ExpectMail) {
             return self.error(reply::TRANSACTION_IN_PROGRESS, out);
         }
-        if self.input_after_line {
+        if self.line_has_followers {
             // CVE-2011-0411: whatever came with STARTTLS was sent in the clear and must never be
             // taken as if it arrived under TLS. Refused; the session stays plaintext.
             return self.error(reply::PIPELINED_STARTTLS, out);
@@ -493,7 +541,7 @@ impl Session {
         None
     }
 
-    fn mail(&mut self, mail: MailFrom, out: &mut Vec<u8>) -> Option<Progress> {
+    fn mail(&mut self, mail: MailFrom, cx: &Context, out: &mut Vec<u8>) -> Option<Progress> {
         match self.state {
             State::ExpectMail => {}
             State::ExpectHelo => return self.error(reply::NEED_HELO, out),
@@ -519,11 +567,21 @@ impl Session {
             .size
             .is_some_and(|s| s > self.config.max_message_size as u64)
         {
+            self.refusing = Some(reply::MESSAGE_TOO_BIG);
             reply::MESSAGE_TOO_BIG.write_to(out);
             return None;
         }
+        // The client's message rate and the like (crate::abuse::client_policy).
+        if let Some(refusal) = cx.policy.check_sender(&self.peer, cx.now) {
+            self.refusing = Some(refusal.clone());
+            if refusal.code == 421 {
+                return Some(self.close_with(refusal, out));
+            }
+            refusal.write_to(out);
+            return None;
+        }
         self.tx = Transaction {
-            sender: mail.address,
+            sender: crate::address::canonical_address(&mail.address),
             smtputf8: mail.smtputf8,
             body_8bit: mail.body_8bit,
             ..Transaction::default()
@@ -544,7 +602,8 @@ impl Session {
             // RFC 5321 4.5.1: <postmaster> without a domain is our postmaster.
             format!("postmaster@{}", self.config.hostname)
         } else {
-            rcpt.address
+            // RFC 5321 4.1.2: `"bob"@x` is `bob@x`; the queue keeps the canonical form.
+            crate::address::canonical_address(&rcpt.address)
         };
         if !self.tx.smtputf8 && !address.is_ascii() {
             return self.error(reply::NEEDS_SMTPUTF8, out);
@@ -554,19 +613,21 @@ impl Session {
             reply::TOO_MANY_RECIPIENTS.write_to(out);
             return None;
         }
-        match cx.policy.check_recipient(&self.peer, &address) {
+        let refusal = match cx.policy.check_recipient(&self.peer, &address) {
             RcptVerdict::Accept => {
                 self.tx.recipients.push(address);
                 self.state = State::ExpectRcptOrData;
-                reply::RECIPIENT_OK
+                reply::RECIPIENT_OK.write_to(out);
+                return None;
             }
             RcptVerdict::UnknownUser => reply::unknown_user(&address),
             RcptVerdict::RelayDenied => reply::relay_denied(&address),
             RcptVerdict::BadAddress => reply::unroutable_address(&address),
             RcptVerdict::BadDestination => reply::unroutable_destination(&address),
             RcptVerdict::TempFail(reason) => reply::temp_fail(&reason),
-        }
-        .write_to(out);
+        };
+        refusal.write_to(out);
+        self.refusing = Some(refusal);
         None
     }
 
@@ -577,6 +638,13 @@ impl Session {
             State::ExpectMail => return self.error(reply::NEED_MAIL, out),
             State::ExpectRcpt => return self.error(reply::NEED_RCPT, out),
             _ => return self.error(reply::DATA_AFTER_BDAT, out),
+        }
+        if self.line_has_followers && self.config.forbid_text_before_354 {
+            // RFC 2920 §3.1: DATA ends a pipelined group; whatever came with it was sent
+            // without waiting for the 354. Refused for every client, as Postfix's
+            // smtpd_forbid_unauth_pipelining does for unauthenticated ones.
+            self.refusing = Some(reply::TEXT_BEFORE_354);
+            return Some(self.close_with(reply::TEXT_BEFORE_354, out));
         }
         self.start_message(cx);
         self.state = State::ExpectBody(DataScanner::new(self.config.max_message_size));
@@ -632,6 +700,9 @@ impl Session {
         };
         if let Some((reply, resume)) = refusal {
             reply.write_to(out);
+            if reply.code == reply::MESSAGE_TOO_BIG.code {
+                self.refusing = Some(reply);
+            }
             self.state = *resume;
             return self.check_errors(out);
         }
@@ -701,6 +772,7 @@ impl Session {
         };
         if let Some(reply) = refusal {
             reply.write_to(out);
+            self.refusing = Some(reply);
             self.reset_transaction();
             return None;
         }
@@ -737,8 +809,12 @@ impl Session {
     }
 
     fn check_errors(&mut self, out: &mut Vec<u8>) -> Option<Progress> {
-        (self.errors >= self.config.max_errors)
-            .then(|| self.close_with(reply::too_many_errors(&self.config.hostname), out))
+        if self.errors < self.config.max_errors {
+            return None;
+        }
+        let refusal = reply::too_many_errors(&self.config.hostname);
+        self.refusing = Some(refusal.clone());
+        Some(self.close_with(refusal, out))
     }
 
     fn close_with(&mut self, reply: Reply, out: &mut Vec<u8>) -> Progress {
@@ -748,6 +824,22 @@ impl Session {
         self.tx = Transaction::default();
         Progress::Close
     }
+}
+
+/// An AUTH command line as it may be logged: its initial response (credentials) cut off.
+fn without_credentials(line: &[u8]) -> &[u8] {
+    let is_auth = line
+        .get(..5)
+        .is_some_and(|head| head.eq_ignore_ascii_case(b"AUTH "));
+    if !is_auth {
+        return line;
+    }
+    let after_verb = &line[5..];
+    let mechanism_end = after_verb
+        .iter()
+        .position(|&b| b == b' ')
+        .map_or(line.len(), |i| 5 + i);
+    &line[..mechanism_end]
 }
 
 fn command_error_reply(error: CommandError) -> Reply {

@@ -42,6 +42,8 @@ fn config() -> SmtpConfig {
         max_hops: 3,
         max_errors: 5,
         max_commands: 20_000,
+        // These transcripts pipeline whole conversations; the check has its own test.
+        forbid_text_before_354: false,
     }
 }
 
@@ -600,4 +602,97 @@ fn survives_random_input() {
             assert!((200..600).contains(&code), "{line:?}");
         }
     }
+}
+
+/// RFC 2920 §3.1: message text in the same write as DATA (sent before the 354) is refused and
+/// the session closed, with a refusal for the log; DATA as the last pipelined command, and
+/// BDAT with its chunk, are fine.
+#[test]
+fn refuses_text_sent_before_the_354() {
+    let strict = SmtpConfig {
+        forbid_text_before_354: true,
+        ..config()
+    };
+    let policy = TestPolicy;
+    let cx = Context {
+        now: now(),
+        policy: &policy,
+    };
+    let mut session = Session::new(Rc::new(strict.clone()), peer());
+    let mut out = Vec::new();
+    let progress = session.receive(
+        b"EHLO c.test\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<x@y.test>\r\nDATA\r\nSubject: hi\r\n",
+        &cx,
+        &mut out,
+    );
+    assert_eq!(progress, Progress::Close);
+    let text = String::from_utf8_lossy(&out);
+    assert!(
+        text.ends_with(
+            "554 5.5.0 Error: SMTP protocol synchronization: message text sent before the 354 \
+             reply\r\n"
+        ),
+        "{text}"
+    );
+    let refusals = session.take_refusals();
+    assert_eq!(refusals.len(), 1);
+    assert_eq!(refusals[0].command, "DATA");
+    assert_eq!(refusals[0].reply.code, 554);
+
+    // Legitimate pipelining: DATA last, then the body after the 354.
+    let mut session = Session::new(Rc::new(strict.clone()), peer());
+    let mut out = Vec::new();
+    let first = session.receive(
+        b"EHLO c.test\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<x@y.test>\r\nDATA\r\n",
+        &cx,
+        &mut out,
+    );
+    assert_eq!(first, Progress::NeedMore);
+    assert!(String::from_utf8_lossy(&out).ends_with(GO_AHEAD));
+    let body = session.receive(b"Subject: hi\r\n\r\nhello\r\n.\r\n", &cx, &mut out);
+    assert!(matches!(body, Progress::Commit(..)), "{body:?}");
+
+    // BDAT carries its chunk in the same write by design (RFC 3030).
+    let mut session = Session::new(Rc::new(strict), peer());
+    let mut out = Vec::new();
+    let bdat = session.receive(
+        b"EHLO c.test\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<x@y.test>\r\nBDAT 5 LAST\r\nhello",
+        &cx,
+        &mut out,
+    );
+    assert!(matches!(bdat, Progress::Commit(..)), "{bdat:?}");
+}
+
+/// Every refusal the session makes is recorded with the command line that earned it.
+#[test]
+fn records_each_refusal_with_its_command() {
+    let policy = TestPolicy;
+    let cx = Context {
+        now: now(),
+        policy: &policy,
+    };
+    let mut session = Session::new(Rc::new(config()), peer());
+    let mut out = Vec::new();
+    session.receive(
+        b"EHLO c.test\r\nMAIL FROM:<a@b.test> SIZE=999999\r\nMAIL FROM:<a@b.test>\r\n\
+          RCPT TO:<x@remote.test>\r\nRCPT TO:<unknown@y.test>\r\nRCPT TO:<ok@y.test>\r\n\
+          DATA\r\nbare\nline\r\n.\r\n",
+        &cx,
+        &mut out,
+    );
+    let got: Vec<(String, u16)> = session
+        .take_refusals()
+        .into_iter()
+        .map(|r| (r.command, r.reply.code))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("MAIL FROM:<a@b.test> SIZE=999999".to_string(), 552),
+            ("RCPT TO:<x@remote.test>".to_string(), 554),
+            ("RCPT TO:<unknown@y.test>".to_string(), 550),
+            ("DATA".to_string(), 554),
+        ]
+    );
+    assert!(session.take_refusals().is_empty());
 }

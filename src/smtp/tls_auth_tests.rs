@@ -183,7 +183,7 @@ fn auth_plain_and_login_then_relay_and_trace() {
     assert_eq!(s.authenticated_user(), Some("bob@example.test"));
     let turn = feed(
         &mut s,
-        "MAIL FROM:<bob@example.test>\r\nRCPT TO:<x@remote.test>\r\nDATA\r\nHi\r\n.\r\n",
+        "MAIL FROM:<bob@example.test>\r\nRCPT TO:<x@remote.test>\r\nDATA\r\n",
         bob,
     );
     assert!(
@@ -191,6 +191,8 @@ fn auth_plain_and_login_then_relay_and_trace() {
         "relay after AUTH: {}",
         turn.out
     );
+    // The text after the 354 (text before it is refused: smtp.forbid_text_before_354).
+    let turn = feed(&mut s, "Hi\r\n.\r\n", bob);
     assert!(
         turn.out.contains(
             "with ESMTPSA\r\n\t(version=TLS1_3 cipher=TLS13_AES_256_GCM_SHA384)\r\n\
