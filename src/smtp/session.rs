@@ -449,6 +449,8 @@ impl Session {
             } else {
                 reply::AUTH_NOT_OFFERED
             };
+            // Logged as a refusal (without the initial response: see `without_credentials`).
+            self.refusing = Some(reply.clone());
             return self.error(reply, out);
         }
         match self.state {

@@ -308,3 +308,26 @@ fn submission_needs_auth_and_owned_senders() {
     let refused = feed(&mut s, "MAIL FROM:<carol@elsewhere.test>\r\n", bob);
     assert!(refused.out.starts_with("553 5.7.1"), "{}", refused.out);
 }
+
+#[test]
+fn refusal_log_never_holds_credentials() {
+    // In the clear where TLS is needed: 538, and the refusal recorded for the log keeps the
+    // mechanism but not the initial response (base64 of user and password).
+    let mut s = session(options(true, None, false));
+    feed(&mut s, "EHLO c.test\r\n", bob);
+    let turn = feed(&mut s, &format!("AUTH PLAIN {PLAIN_BOB}\r\n"), bob);
+    assert!(turn.out.starts_with("538 5.7.11"), "{}", turn.out);
+    let refusals = s.take_refusals();
+    assert_eq!(refusals.len(), 1, "{refusals:?}");
+    assert_eq!(refusals[0].command, "AUTH PLAIN");
+    // A failed SASL response line is never recorded either.
+    let mut s = session(options(false, Some(tls()), true));
+    feed(&mut s, "EHLO c.test\r\nAUTH PLAIN\r\n", bob);
+    feed(&mut s, "bm90IGJhc2U2NCE=!\r\n", bob);
+    assert!(
+        s.take_refusals()
+            .iter()
+            .all(|r| !r.command.contains("bm90")),
+        "SASL responses stay out of the log"
+    );
+}
