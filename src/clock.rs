@@ -41,6 +41,18 @@ pub fn iso_date(secs: u64) -> String {
     format!("{year:04}-{month:02}-{day:02}")
 }
 
+/// Formats `secs` (Unix time, UTC) as RFC 3339 `YYYY-MM-DDTHH:MM:SSZ`.
+pub fn iso_datetime(secs: u64) -> String {
+    let rem = secs % 86_400;
+    format!(
+        "{}T{:02}:{:02}:{:02}Z",
+        iso_date(secs),
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60
+    )
+}
+
 /// Howard Hinnant's days-to-civil algorithm: days since 1970-01-01 to (year, month 1-12, day 1-31).
 fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let z = days + 719_468;
@@ -58,6 +70,12 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn iso_datetimes() {
+        assert_eq!(iso_datetime(0), "1970-01-01T00:00:00Z");
+        assert_eq!(iso_datetime(1_795_624_291), "2026-11-25T16:31:31Z");
+    }
 
     #[test]
     fn formats_known_dates() {

@@ -1,7 +1,7 @@
 //! The sidecar: one tokio runtime on its own thread, for everything that needs tokio rather
-//! than glommio (DESIGN.md): the DNS resolver (hickory needs `Send` futures and sockets) and the
-//! control socket. Shards talk to it over flume channels and await one-shot replies, so no
-//! shard ever blocks on it.
+//! than glommio (DESIGN.md): the DNS resolver (hickory needs `Send` futures and sockets), the
+//! control socket and the HTTP control plane (src/http/). Shards talk to it over flume channels
+//! and await one-shot replies, so no shard ever blocks on it.
 
 use std::thread::JoinHandle;
 

@@ -64,9 +64,15 @@ pub fn shown_ip(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// Logs one refusal at info level.
+/// Logs one refusal at info level, and counts it in /metrics (`ringmail_refused_total`).
 pub fn log(ip: IpAddr, command: &str, reply: &Reply) {
     log::info!("{}", line(ip, command, reply));
+    crate::metrics::refused(crate::metrics::smtp_refusal_reason(
+        command,
+        reply.code,
+        reply.enhanced,
+        &reply.text,
+    ));
 }
 
 #[cfg(test)]

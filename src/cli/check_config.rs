@@ -45,6 +45,13 @@ pub fn run(file: &Path) -> Result<ExitCode, ExitCode> {
         list_or_none(&config.submission.listen)
     );
     println!(
+        "  http          {}",
+        config
+            .http
+            .listen_address()
+            .unwrap_or_else(|| "none".to_string())
+    );
+    println!(
         "  log           {} ({})",
         if config.server.log_file.as_os_str().is_empty() {
             "stderr".to_string()

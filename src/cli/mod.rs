@@ -8,6 +8,7 @@ mod queue;
 mod queue_control;
 pub mod sendmail;
 mod serve;
+mod stats;
 
 use crate::control::ControlRequest;
 use crate::queue::MessageId;
@@ -78,6 +79,10 @@ reopens the log file.
     SIGUSR1          reopen the log file (server.log_file), e.g. after logrotate renamed it.
     SIGPIPE          ignored.
 
+HTTP control plane: with [http] listen set (the embedded default: 127.0.0.1:2580), GET /metrics \
+(Prometheus) and /healthz, and with the bearer token of http.token the queue API and \
+POST /api/inject (see README.md, \"HTTP API and metrics\").
+
 Logging: server.log_file (empty: stderr), server.log_format (\"text\" or \"json\"). \
 Blocking work (password checks, POP3 mailboxes) runs on server.blocking_threads threads behind \
 a queue of server.blocking_queue jobs.")]
@@ -100,6 +105,36 @@ Prints `FILE: ok` and a summary, or the first error with its file, line and key,
     /// Manage the built-in POP3 user database (<data_dir>/passwd).
     #[command(subcommand)]
     Passwd(PasswdCommand),
+
+    /// Delivery statistics from ringmail's log (qmailanalog's zoverall, zddist, zrecipients).
+    #[command(long_about = "\
+Read ringmail log files (text or JSON format, mixed is fine; standard input when no file is \
+given) and print: messages queued, their bytes and recipients, bounces queued, delivery \
+successes, deferrals and failures; the distribution of delivery times (from a message's \
+`new msg` line to each recipient's success or failure); the busiest recipient domains; the \
+commonest failure and deferral reasons.
+
+--since and --until take YYYY-MM-DD, `YYYY-MM-DD HH:MM[:SS]`, YYYY-MM-DDTHH:MM:SSZ or Unix \
+seconds, in UTC as the log is written; lines before --since or at/after --until are skipped.
+
+Examples:
+    ringmail stats /var/log/ringmail/current
+    ringmail stats --since 2026-11-25 --until '2026-11-26' --json ringmail.log.1 ringmail.log
+    zcat ringmail.log.*.gz | ringmail stats")]
+    Stats {
+        /// Count only lines at or after this time (UTC).
+        #[arg(long, value_name = "TIME")]
+        since: Option<String>,
+        /// Count only lines before this time (UTC).
+        #[arg(long, value_name = "TIME")]
+        until: Option<String>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Log files to read, in order; standard input when none.
+        #[arg(value_name = "LOGFILE")]
+        files: Vec<PathBuf>,
+    },
 
     /// Queue a message from stdin on the running server, as sendmail does (-t, -i, -f, -F,
     /// -bs, -bp...); `ringmail sendmail --help` lists the options.
@@ -294,6 +329,12 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Passwd(PasswdCommand::Add { address, config }) => passwd::add(&config, &address),
         Command::Passwd(PasswdCommand::Del { address, config }) => passwd::del(&config, &address),
         Command::Passwd(PasswdCommand::List(arg)) => passwd::list(&arg),
+        Command::Stats {
+            since,
+            until,
+            json,
+            files,
+        } => stats::run(since.as_deref(), until.as_deref(), json, &files),
         Command::Sendmail { args } => Ok(sendmail::run(&args)),
         Command::ImportQmail { dir } => import_qmail::run(&dir),
     };

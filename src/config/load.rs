@@ -223,6 +223,10 @@ mod tests {
         assert_eq!(config.smtp.listen, vec!["127.0.0.1:2525".to_string()]);
         assert_eq!(config.local.domains, vec!["localhost", "example.test"]);
         assert_eq!(config.pop3.listen, vec!["127.0.0.1:2110".to_string()]);
+        assert_eq!(
+            config.http.listen_address().as_deref(),
+            Some("127.0.0.1:2580")
+        );
     }
 
     #[test]
@@ -239,6 +243,30 @@ mod tests {
                 2,
                 "server.shards",
                 "must be a whole number, not text (\"two\")",
+            ),
+            (
+                "[http]\nlisten = \"localhost\"\n",
+                2,
+                "http.listen",
+                "not an ip:port",
+            ),
+            (
+                "[http]\n\ntoken = \"short\"\n",
+                3,
+                "http.token",
+                "at least 16 printable characters",
+            ),
+            (
+                "[http]\nmax_requests_per_sec = 0\n",
+                2,
+                "http.max_requests_per_sec",
+                "at least 1",
+            ),
+            (
+                "[http]\ntoken_file = \"/nonexistent/token\"\n",
+                2,
+                "http.token_file",
+                "cannot read",
             ),
             (
                 "[server]\n\nbogus = 1\n",

@@ -18,6 +18,7 @@ pub struct Config {
     pub relay: RelaySection,
     pub submission: SubmissionSection,
     pub auth: AuthSection,
+    pub http: HttpSection,
     pub inject: InjectSection,
 }
 
@@ -583,5 +584,45 @@ impl Config {
     /// The built-in POP3 user database.
     pub fn passwd_path(&self) -> PathBuf {
         self.server.data_dir.join("passwd")
+    }
+}
+
+/// `[http]`: the HTTP control plane (metrics, health, queue and injection API; src/http/).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpSection {
+    /// `ip:port` to listen on; empty (the default) turns the HTTP listener off. The embedded
+    /// default configuration uses 127.0.0.1:2580.
+    pub listen: String,
+    /// The bearer token the API (`/api/...`) requires. Empty, with no `token_file`: the API
+    /// answers 403 (only `/metrics` and `/healthz` work).
+    pub token: String,
+    /// A file holding the token (its first line), read at startup before root is dropped.
+    pub token_file: Option<PathBuf>,
+    /// Largest request body accepted, in bytes (larger: 413).
+    pub max_body_size: usize,
+    /// Requests per second the listener serves, all clients together (more: 429).
+    pub max_requests_per_sec: u32,
+    /// Recipients one `POST /api/inject` may carry.
+    pub max_inject_recipients: usize,
+}
+
+impl Default for HttpSection {
+    fn default() -> Self {
+        HttpSection {
+            listen: String::new(),
+            token: String::new(),
+            token_file: None,
+            max_body_size: 32 * 1024 * 1024,
+            max_requests_per_sec: 100,
+            max_inject_recipients: 10_000,
+        }
+    }
+}
+
+impl HttpSection {
+    /// The listen address, if the listener is on.
+    pub fn listen_address(&self) -> Option<String> {
+        (!self.listen.trim().is_empty()).then(|| self.listen.trim().to_string())
     }
 }

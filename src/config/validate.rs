@@ -270,6 +270,9 @@ fn check_values(config: &Config, p: &mut Problems) {
         _ => {}
     }
 
+    check_http(config, p);
+
+    let http_listen: Vec<String> = config.http.listen_address().into_iter().collect();
     let mut seen = Vec::new();
     for (key, list) in [
         ("smtp.listen", &smtp.listen),
@@ -277,6 +280,7 @@ fn check_values(config: &Config, p: &mut Problems) {
         ("pop3.pop3s_listen", &pop3.pop3s_listen),
         ("smtp.smtps_listen", &smtp.smtps_listen),
         ("submission.listen", &config.submission.listen),
+        ("http.listen", &http_listen),
     ] {
         for addr in list {
             // A bad address was reported by `check_listeners` already.
@@ -288,6 +292,37 @@ fn check_values(config: &Config, p: &mut Problems) {
             }
             seen.push(addr);
         }
+    }
+}
+
+/// `[http]`: a listen address if any, a usable token, caps above zero.
+fn check_http(config: &Config, p: &mut Problems) {
+    let http = &config.http;
+    if let Some(addr) = http.listen_address() {
+        check_listeners(p, "http.listen", &[addr]);
+    }
+    if !http.token.is_empty() && http.token_file.is_some() {
+        p.add(
+            "http.token",
+            "set either http.token or http.token_file, not both",
+        );
+    }
+    if !http.token.is_empty()
+        && (http.token.len() < 16 || http.token.contains(|c: char| !c.is_ascii_graphic()))
+    {
+        p.add(
+            "http.token",
+            "must be at least 16 printable characters without spaces",
+        );
+    }
+    if http.max_body_size == 0 {
+        p.add("http.max_body_size", "must be at least 1 byte");
+    }
+    if http.max_requests_per_sec == 0 {
+        p.add("http.max_requests_per_sec", "must be at least 1");
+    }
+    if http.max_inject_recipients == 0 {
+        p.add("http.max_inject_recipients", "must be at least 1");
     }
 }
 
@@ -428,6 +463,7 @@ fn check_files(config: &Config, p: &mut Problems) {
         ("tls.key", &config.tls.key),
         ("pop3.apop_secrets", &config.pop3.apop_secrets),
         ("relay.tls_ca_file", &config.relay.tls_ca_file),
+        ("http.token_file", &config.http.token_file),
     ] {
         if let Some(path) = path
             && let Err(problem) = readable_file(path)

@@ -62,6 +62,18 @@ impl ControlRequester {
     }
 }
 
+impl ControlRequester {
+    /// Sends `request` to the shards and returns their summarized answer (the HTTP queue API
+    /// uses this; the outcome is logged like a control-socket request, as `ORIGIN: ...`).
+    pub async fn request(&self, request: ControlRequest, origin: &str) -> Reply {
+        let reply = dispatch(&request, &self.shards, self.shard_timeout).await;
+        let status = if reply.ok { "ok" } else { "err" };
+        let asked = format_request(&request);
+        info!("{origin}: {}: {status} {}", asked.trim_end(), reply.text);
+        reply
+    }
+}
+
 impl ControlServer {
     /// Binds `socket_path` (mode 0600) and serves it on the sidecar; `shards[i]` reaches shard
     /// `i`. Whatever is at `socket_path` is removed first: the caller must hold the data

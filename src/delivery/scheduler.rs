@@ -271,11 +271,16 @@ impl Scheduler {
         let control = Rc::new(MessageControl::default());
         self.messages.borrow_mut().insert(id, Rc::clone(&control));
         let mut delay_notified = false;
+        let gauge = crate::metrics::QueueGauge::new(
+            envelope.received_at,
+            states.iter().filter(|s| !s.is_final()).count(),
+        );
         loop {
             let seen = control.wake.generation();
             control
                 .pending
                 .set(states.iter().filter(|s| !s.is_final()).count());
+            gauge.set_pending(control.pending.get());
             if self.stopping.get() {
                 break;
             }
@@ -458,6 +463,7 @@ impl Scheduler {
                 _ => 0,
             };
             let id = message.id;
+            count_delivery(channel, &report.status, envelope.received_at, now);
             match report.status {
                 DeliveryStatus::Delivered => {
                     info!("delivery {id} to {recipient}: success: {}", report.detail);
@@ -583,6 +589,8 @@ impl Scheduler {
                     Ok(bounce_id) => {
                         let to = bounce_envelope.recipients.join(", ");
                         info!("bounce msg {bounce_id} for msg {id} to <{to}>");
+                        let source = crate::metrics::Source::Bounce;
+                        crate::metrics::message_accepted(source, bounce_message.len());
                         self.submit(bounce_id, bounce_envelope, bounce_message);
                     }
                     Err(e) => {
@@ -633,6 +641,7 @@ impl Scheduler {
         match self.queue.commit(&envelope, &bytes).await {
             Ok(notice_id) => {
                 info!("delay notice msg {notice_id} for msg {}", message.id);
+                crate::metrics::message_accepted(crate::metrics::Source::Bounce, bytes.len());
                 self.submit(notice_id, envelope, bytes);
                 true
             }
@@ -679,6 +688,24 @@ impl Scheduler {
         states[index] = RecipientState::from(outcome);
         if let Err(e) = self.queue.record(id, index, outcome).await {
             error!("msg {id}: cannot record the outcome for recipient {index}: {e}");
+        }
+    }
+}
+
+/// Counts one recipient's attempt for /metrics (a deferral that runs out the queue lifetime is
+/// counted as the failure it becomes).
+fn count_delivery(channel: Channel, status: &DeliveryStatus, received_at: u64, now: u64) {
+    use crate::metrics::{Outcome, Transport};
+    let transport = match channel {
+        Channel::Local => Transport::Local,
+        Channel::Remote => Transport::Remote,
+    };
+    let latency = Some(Duration::from_secs(now.saturating_sub(received_at)));
+    match status {
+        DeliveryStatus::Delivered => crate::metrics::delivery(transport, Outcome::Success, latency),
+        DeliveryStatus::Failed => crate::metrics::delivery(transport, Outcome::Failure, latency),
+        DeliveryStatus::Deferred { .. } => {
+            crate::metrics::delivery(transport, Outcome::Deferral, None)
         }
     }
 }

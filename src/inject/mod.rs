@@ -228,6 +228,7 @@ async fn commit(smtp: &Rc<SmtpShard>, envelope: Envelope, message: Vec<u8>, uid:
                 message.len(),
                 envelope.recipients.len()
             );
+            crate::metrics::message_accepted(crate::metrics::Source::Local, message.len());
             smtp.scheduler.submit(id, envelope, message);
             Reply::new(Outcome::Queued, id.to_string())
         }

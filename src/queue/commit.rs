@@ -50,6 +50,8 @@ pub(crate) struct Batcher {
     wakeups: Cell<u64>,
     fdatasyncs: Cell<u64>,
     batches: Cell<u64>,
+    /// Records enqueued into the open batch (for the batch-size metric).
+    enqueued: Cell<usize>,
     /// Tests hold batches back to line up races deterministically (see `hold`).
     #[cfg(test)]
     held: Cell<bool>,
@@ -68,6 +70,7 @@ impl Batcher {
             wakeups: Cell::new(0),
             fdatasyncs: Cell::new(0),
             batches: Cell::new(0),
+            enqueued: Cell::new(0),
             #[cfg(test)]
             held: Cell::new(false),
         }
@@ -93,6 +96,7 @@ impl Batcher {
         pos: u64,
         bytes: Vec<u8>,
     ) -> u64 {
+        self.enqueued.set(self.enqueued.get() + 1);
         let mut pending = self.pending.borrow_mut();
         let merged = pending.iter_mut().rev().find(|p| Rc::ptr_eq(&p.file, file));
         match merged {
@@ -186,10 +190,14 @@ impl Batcher {
             .iter()
             .find(|(f, _)| files.iter().any(|g| Rc::ptr_eq(f, g)))
             .map(|(_, e)| e.clone());
+        let records = self.enqueued.replace(0);
+        let started = std::time::Instant::now();
         let result = match poisoned {
             Some(e) => Err(e),
             None => self.flush(pending).await,
         };
+        // The write is a copy into the page cache; the time is the sync's.
+        crate::metrics::group_commit(records, result.is_ok().then(|| started.elapsed()));
         if let Err(e) = result {
             let mut poisoned = self.poisoned.borrow_mut();
             for f in files {

@@ -125,6 +125,16 @@ impl Owner {
         self.workers.get()
     }
 
+    /// Each destination this shard owns now: (name, connections open or opening, jobs
+    /// waiting), for /metrics.
+    pub fn destination_load(&self) -> Vec<(String, usize, usize)> {
+        self.destinations
+            .borrow()
+            .values()
+            .map(|q| (q.destination.to_string(), q.workers.get(), q.jobs_rx.len()))
+            .collect()
+    }
+
     /// Starts workers while jobs outnumber idle workers and the limits allow.
     fn pump(self: &Rc<Self>, queue: &Rc<DestinationQueue>) {
         while queue.jobs_rx.len() > queue.idle.get()
@@ -177,6 +187,11 @@ impl Owner {
             let reports = self
                 .run_job(&queue.destination, &job, &mut connection)
                 .await;
+            for (_, report) in &reports {
+                if matches!(report.status, DeliveryStatus::Deferred { .. }) {
+                    crate::metrics::destination_deferred(&queue.destination);
+                }
+            }
             let _ = job.reply.send(reports);
             if connection
                 .as_ref()

@@ -89,6 +89,9 @@ pub struct Setup {
     /// Every shard's listening sockets, bound before the privilege drop; shard `i` takes its
     /// own once.
     pub listeners: listeners::BoundListeners,
+    /// Requests from the HTTP control plane (injection commits, metrics); shard `i` serves
+    /// `http[i]`.
+    pub http: Vec<flume::Receiver<crate::http::ShardRequest>>,
     /// The settings SIGHUP may change (and the certificate); shards read them at session start.
     pub live: Arc<reload::Reloadable>,
     /// Per-client-IP session and message counters for the whole server (`crate::abuse`).
@@ -162,7 +165,17 @@ pub fn run_from(mut config: Config, path: Option<std::path::PathBuf>) -> Result<
     }
     let listen = listeners::resolve(&config)?;
     let bound = listeners::bind_all(&listen, shard_count)?;
+    // The HTTP control plane's socket and token, also while still root (src/http/).
+    let http_listener = match config.http.listen_address() {
+        Some(addr) => Some(crate::http::bind(&addr).map_err(ServerError::Listen)?),
+        None => None,
+    };
+    let http_token = crate::http::read_token(&config).map_err(|message| ServerError::Config {
+        key: "http.token_file",
+        message,
+    })?;
     identity.drop_privileges()?;
+    crate::metrics::init(shard_count);
 
     // From here on the server is unprivileged; it creates and opens its files only now.
     let data_dir = &config.server.data_dir;
@@ -201,6 +214,21 @@ pub fn run_from(mut config: Config, path: Option<std::path::PathBuf>) -> Result<
         .map_err(|e| {
         ServerError::DataDir(format!("control socket {}: {e}", socket.display()))
     })?;
+    let (http_senders, http) = crate::http::channels(shard_count);
+    let http_server = match http_listener {
+        Some(listener) => Some(
+            crate::http::HttpServer::start(
+                &sidecar,
+                listener,
+                crate::http::HttpSettings::new(&config, http_token),
+                &config,
+                http_senders,
+                control_server.requester(),
+            )
+            .map_err(|e| ServerError::Listen(format!("http: {e}")))?,
+        ),
+        None => None,
+    };
     let live = Arc::new(reload::Reloadable::new(
         reload::Live {
             config: config.clone(),
@@ -233,6 +261,7 @@ pub fn run_from(mut config: Config, path: Option<std::path::PathBuf>) -> Result<
         listeners: bound,
         login_limiter,
         tls_source,
+        http,
         live: Arc::clone(&live),
         ip_table: Arc::new(crate::abuse::IpTable::new()),
         inject,
@@ -269,6 +298,10 @@ pub fn run_from(mut config: Config, path: Option<std::path::PathBuf>) -> Result<
         set.shutdown_handle().trigger();
         let _ = set.join();
         return Err(ServerError::Shard(message));
+    }
+    // Before `announce`, whose last line tells a waiting reader that startup is complete.
+    if let Some(http) = &http_server {
+        println!("ringmail: http listening on {}", http.local_addr());
     }
     announce(&setup, shard_count);
 

@@ -9,7 +9,7 @@
 //! | `[pop3]` except its listeners | `[server]` except `log_level` (hostname, data_dir, shards, user, group, log_file, log_format, blocking_*) |
 //! | `[tls]` (certificate and key; the self-signed one is read again) | `local.domains`, `local.mail_root` (the route step of the delivery side holds them) |
 //! | `local.unknown_users`, `local.users` | `[queue]`, `[dns]`, `[relay]` |
-//! | `server.log_level` | |
+//! | `server.log_level` | `[http]` (its listener is bound as root; the token and caps are read once) |
 //!
 //! A changed restart-only setting is logged and keeps its running value.
 //!
@@ -195,6 +195,7 @@ fn merge(old: &Config, new: Config) -> (Config, Vec<String>) {
     restart_only("queue", show(&old.queue), show(&new.queue));
     restart_only("dns", show(&old.dns), show(&new.dns));
     restart_only("relay", show(&old.relay), show(&new.relay));
+    restart_only("http", show(&old.http), show(&new.http));
 
     merged.server.log_level = new.server.log_level;
     merged.smtp = new.smtp;

@@ -35,6 +35,7 @@ pub async fn run(
     ready: Sender<Result<(), String>>,
 ) {
     let id = ctx.id();
+    crate::metrics::enter_shard(id);
     let shutdown = ctx.shutdown();
     let running = match start(&ctx, &setup, shutdown.clone()).await {
         Ok(running) => running,
@@ -43,8 +44,10 @@ pub async fn run(
             return;
         }
     };
+    crate::metrics::set_ready(id, true);
     let _ = ready.send(Ok(()));
     shutdown.wait().await;
+    crate::metrics::set_ready(id, false);
     running.stop().await;
 }
 
@@ -83,6 +86,7 @@ async fn start(
         shutdown.clone(),
     );
     glommio::spawn_local(serve_inbox(ctx.clone(), Rc::clone(&owner))).detach();
+    let http_owner = Rc::clone(&owner);
     let scheduler = Scheduler::new(
         Rc::clone(&queue),
         SchedulerSettings {
@@ -125,7 +129,8 @@ async fn start(
     for (addr, listener) in listeners.smtp {
         let smtp = Rc::clone(&smtp);
         accept_loops.push(listen(addr, listener, &shutdown, move |stream| {
-            glommio::spawn_local(crate::smtp::connection::serve(stream, Rc::clone(&smtp))).detach();
+            let session = crate::smtp::connection::serve(stream, Rc::clone(&smtp));
+            glommio::spawn_local(counted(crate::metrics::Listener::Smtp, session)).detach();
         }));
     }
     for (sockets, kind) in [
@@ -150,7 +155,12 @@ async fn start(
             let pop3 = Rc::clone(&pop3);
             accept_loops.push(listen(addr, listener, &shutdown, move |stream| {
                 let session = crate::pop3::connection::serve(stream, pop3.get(), implicit_tls);
-                glommio::spawn_local(session).detach();
+                let listener = if implicit_tls {
+                    crate::metrics::Listener::Pop3s
+                } else {
+                    crate::metrics::Listener::Pop3
+                };
+                glommio::spawn_local(counted(listener, session)).detach();
             }));
         }
     }
@@ -161,6 +171,16 @@ async fn start(
     // Queue control from the control socket (crate::control); the scheduler will answer it.
     if let Some(requests) = setup.control.get(id).cloned() {
         glommio::spawn_local(crate::control::serve_shard(requests, scheduler.clone())).detach();
+    }
+    // The HTTP control plane's requests: injected messages to commit, metrics to report.
+    if let Some(requests) = setup.http.get(id).cloned() {
+        let serve = crate::http::serve_shard(
+            requests,
+            Rc::clone(&queue),
+            Rc::clone(&scheduler),
+            http_owner,
+        );
+        glommio::spawn_local(serve).detach();
     }
     Ok(Running {
         queue,
@@ -338,4 +358,22 @@ fn smtp_config(config: &Config) -> SmtpConfig {
         max_commands: 100_000,
         forbid_text_before_354: true,
     }
+}
+
+/// Runs one connection's session, counted in /metrics as a connection and, while it lasts, an
+/// open session of `listener`.
+async fn counted(
+    listener: crate::metrics::Listener,
+    session: impl std::future::Future<Output = ()>,
+) {
+    crate::metrics::connection_opened(listener);
+    crate::metrics::session_started(listener);
+    struct Ended(crate::metrics::Listener);
+    impl Drop for Ended {
+        fn drop(&mut self) {
+            crate::metrics::session_ended(self.0);
+        }
+    }
+    let _ended = Ended(listener);
+    session.await;
 }

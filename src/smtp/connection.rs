@@ -411,6 +411,7 @@ impl Conn<'_> {
             session.greeting(&mut out);
         }
         loop {
+            crate::metrics::count_smtp_syntax_errors(&out);
             if stream.write_all(&out).await.is_err() {
                 return Next::Done;
             }
@@ -483,6 +484,7 @@ impl Conn<'_> {
                 match progress {
                     Progress::NeedMore => break,
                     Progress::Close => {
+                        crate::metrics::count_smtp_syntax_errors(&out);
                         let _ = stream.write_all(&out).await;
                         let _ = stream.flush().await;
                         let _ = stream.close().await;
@@ -600,11 +602,13 @@ async fn commit(
                 envelope.recipients.len(),
                 login.unwrap_or_default()
             );
+            crate::metrics::message_accepted(crate::metrics::Source::Smtp, message.len());
             shard.scheduler.submit(id, envelope, message);
             Ok(id.to_string())
         }
         Err(e) => {
             log::error!("smtp {remote}: cannot queue a message: {e}");
+            crate::metrics::smtp_refused(crate::metrics::Refusal::QueueError);
             Err("queue write failed, try again later".to_string())
         }
     }

@@ -32,6 +32,8 @@ pub struct Server {
     /// A test directory this server owns (see [`Server::start_owning`]); removed after the
     /// server is stopped, since fields drop after `Drop::drop`.
     owned_dir: Option<TestDir>,
+    /// The HTTP control plane's address, when `[http] listen` is set.
+    pub http: Option<SocketAddr>,
 }
 
 /// A fresh temporary directory for one test: removed when the test passes, kept (with the
@@ -143,6 +145,7 @@ impl Server {
         let mut smtps = None;
         let mut submission = None;
         let mut startup = Vec::new();
+        let mut http = None;
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -165,6 +168,8 @@ impl Server {
                 smtps = Some(addr.parse().unwrap());
             } else if let Some(addr) = line.strip_prefix("ringmail: submission listening on ") {
                 submission = Some(addr.parse().unwrap());
+            } else if let Some(addr) = line.strip_prefix("ringmail: http listening on ") {
+                http = Some(addr.parse().unwrap());
             } else if line.starts_with("ringmail: queue in ") {
                 break;
             }
@@ -180,6 +185,7 @@ impl Server {
             submission,
             startup,
             owned_dir: None,
+            http,
         }
     }
 
