@@ -14,6 +14,8 @@
 //! - `server`: one shard's wiring: listeners, queue, scheduler, shutdown.
 //! - `cli`: the `ringmail` command line.
 //! - `address`: canonical addresses: when two spellings are one mailbox, and which never are.
+//! - `dkim`, `suppression`, `unsubscribe`, `feedback`: deliverability for bulk senders: DKIM
+//!   signing, the suppression list, RFC 8058 one-click unsubscribe, ARF complaint reports.
 
 pub mod abuse;
 pub mod address;
@@ -24,9 +26,11 @@ pub mod clock;
 pub mod config;
 pub mod control;
 pub mod delivery;
+pub mod dkim;
 pub mod dns;
 pub mod durable_dir;
 pub mod envelope;
+pub mod feedback;
 pub mod http;
 pub mod inject;
 pub mod logging;
@@ -39,4 +43,6 @@ pub mod server;
 pub mod sidecar;
 pub mod smtp;
 pub mod stats;
+pub mod suppression;
 pub mod tls;
+pub mod unsubscribe;

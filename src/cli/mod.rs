@@ -2,6 +2,7 @@
 //! command group.
 
 mod check_config;
+mod dkim;
 mod import_qmail;
 mod passwd;
 mod queue;
@@ -9,6 +10,7 @@ mod queue_control;
 pub mod sendmail;
 mod serve;
 mod stats;
+mod suppress;
 
 use crate::control::ControlRequest;
 use crate::queue::MessageId;
@@ -27,6 +29,8 @@ FILES:
     <data_dir>/queue/     the durable queue (one directory per shard)
     <data_dir>/mail/      default mail root: <domain>/<user>/Maildir
     <data_dir>/passwd     built-in POP3 user database (argon2id hashes)
+    <data_dir>/suppression  the suppression list (`ringmail suppress`), appended to by the
+                          server (hard bounces, unsubscribes, complaints) and the CLI
     <data_dir>/lock       held by the running server; a second one refuses to start
     <data_dir>/control.sock  the running server's control socket (mode 0600), used by
                           `ringmail queue flush|delete|bounce|pause|resume|status`; created
@@ -174,6 +178,89 @@ passes `ringmail check-config`:
         #[arg(value_name = "DIR")]
         dir: PathBuf,
     },
+    /// DKIM signing keys: `ringmail dkim keygen DOMAIN SELECTOR`.
+    #[command(subcommand)]
+    Dkim(DkimCommand),
+
+    /// The suppression list: recipients ringmail never sends to (add, del, list).
+    #[command(subcommand)]
+    Suppress(SuppressCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DkimCommand {
+    /// Generate a signing key: write its private key (PEM, mode 0600) and print the DNS record.
+    #[command(long_about = "\
+Generate a DKIM signing key for DOMAIN and SELECTOR. The private key (PKCS#8 PEM, mode 0600) is \
+written to DIR/DOMAIN.SELECTOR.pem (never over an existing file); the DNS TXT record that \
+publishes the public key is printed on stdout, as a zone-file line with the value split into \
+strings of at most 255 octets:
+
+    SELECTOR._domainkey.DOMAIN. IN TXT ( \"v=DKIM1; k=rsa; p=MIIBIjANBgkq...\" \"...\" )
+
+and the [[dkim.keys]] entry to add to the configuration is printed on stderr. Publish the record \
+before the key signs mail. RSA-2048 is what every verifier accepts; Ed25519 (RFC 8463) is smaller \
+and faster, but sign with an RSA key as well (two keys for one domain each sign).
+
+EXIT STATUS:
+    0 the key was written; 1 it could not be written (DIR missing, file exists);
+    2 usage error (a bad domain, selector or size).")]
+    Keygen {
+        /// The signing domain (d=), e.g. example.com.
+        domain: String,
+        /// The selector (s=), e.g. s2026; the record is SELECTOR._domainkey.DOMAIN.
+        selector: String,
+        /// rsa (RSA-SHA256, RFC 6376) or ed25519 (Ed25519-SHA256, RFC 8463).
+        #[arg(long, value_enum, default_value = "rsa")]
+        algorithm: KeyAlgorithm,
+        /// RSA modulus size: 2048, 3072 or 4096 (ignored for ed25519).
+        #[arg(long, default_value_t = 2048)]
+        bits: u32,
+        /// Where to write the key file.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+    },
+}
+
+/// `--algorithm` of `dkim keygen`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum KeyAlgorithm {
+    Rsa,
+    Ed25519,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SuppressCommand {
+    /// Suppress an address (bob@example.com) or a whole domain (example.com).
+    #[command(long_about = "\
+Add TARGET to the suppression list: an address (bob@example.com), or a domain (example.com, \
+which also covers its subdomains). With --list NAME, only mail of that list (its \
+X-Ringmail-List, or [unsubscribe] domain) is suppressed, as a one-click unsubscribe does. \
+A suppressed recipient is failed (5.7.1, with a bounce to the sender) without a delivery \
+attempt. The change is appended to <data_dir>/suppression and fsynced; a running server \
+applies it within a second.")]
+    Add {
+        /// An address or a domain.
+        target: String,
+        /// Only for this list.
+        #[arg(long, value_name = "NAME")]
+        list: Option<String>,
+        /// Why, for the list and the log.
+        #[arg(long, default_value = "added by the postmaster")]
+        reason: String,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Lift a suppression (the same TARGET and --list it was added with).
+    Del {
+        target: String,
+        #[arg(long, value_name = "NAME")]
+        list: Option<String>,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Print the list: target, list (- for all mail), since, reason; tab-separated.
+    List(ConfigArg),
 }
 
 #[derive(Debug, Subcommand)]
@@ -337,6 +424,31 @@ pub fn run(cli: Cli) -> ExitCode {
         } => stats::run(since.as_deref(), until.as_deref(), json, &files),
         Command::Sendmail { args } => Ok(sendmail::run(&args)),
         Command::ImportQmail { dir } => import_qmail::run(&dir),
+        Command::Dkim(DkimCommand::Keygen {
+            domain,
+            selector,
+            algorithm,
+            bits,
+            dir,
+        }) => {
+            let algorithm = match algorithm {
+                KeyAlgorithm::Rsa => crate::config::DkimAlgorithm::Rsa,
+                KeyAlgorithm::Ed25519 => crate::config::DkimAlgorithm::Ed25519,
+            };
+            dkim::keygen(&domain, &selector, algorithm, bits, &dir)
+        }
+        Command::Suppress(SuppressCommand::Add {
+            target,
+            list,
+            reason,
+            config,
+        }) => suppress::add(&config, &target, list.as_deref(), &reason),
+        Command::Suppress(SuppressCommand::Del {
+            target,
+            list,
+            config,
+        }) => suppress::del(&config, &target, list.as_deref()),
+        Command::Suppress(SuppressCommand::List(arg)) => suppress::list(&arg),
     };
     outcome.unwrap_or_else(|code| code)
 }

@@ -7,6 +7,7 @@
 //! Running with no file uses [`EMBEDDED_DEFAULT`].
 
 mod cidr;
+mod deliverability;
 mod load;
 mod schema;
 mod spans;
@@ -14,6 +15,7 @@ mod validate;
 mod words;
 
 pub use cidr::Cidr;
+pub use deliverability::*;
 pub use load::{ConfigError, MAX_ERRORS, check_file, check_str, key_error, load_file, load_str};
 pub use schema::*;
 

@@ -20,6 +20,10 @@ pub struct Config {
     pub auth: AuthSection,
     pub http: HttpSection,
     pub inject: InjectSection,
+    pub dkim: super::deliverability::DkimSection,
+    pub suppression: super::deliverability::SuppressionSection,
+    pub unsubscribe: super::deliverability::UnsubscribeSection,
+    pub feedback: super::deliverability::FeedbackSection,
 }
 
 /// `[server]`: identity, storage and threads.

@@ -28,6 +28,7 @@ pub fn validate(config: &Config) -> Problems {
     check_abuse_defences(config, p);
     check_files(config, p);
     check_inject(config, p);
+    check_deliverability(config, p);
     std::mem::take(p)
 }
 
@@ -551,5 +552,99 @@ fn plain_io(e: &std::io::Error) -> String {
     match text.find(" (os error") {
         Some(at) => text[..at].to_lowercase(),
         None => text,
+    }
+}
+
+/// `[dkim]`, `[unsubscribe]`, `[feedback]`: values, and the key and secret files (a key that
+/// does not load is reported here with its file, as it would stop startup).
+fn check_deliverability(config: &Config, p: &mut Problems) {
+    let dkim = &config.dkim;
+    for key in &dkim.keys {
+        check_domain(p, "dkim.keys", &key.domain);
+        if key.selector.is_empty()
+            || !key
+                .selector
+                .split('.')
+                .all(|l| !l.is_empty() && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'))
+        {
+            p.add(
+                "dkim.keys",
+                format!(
+                    "selector `{}` is not a DNS label (letters, digits, '-')",
+                    key.selector
+                ),
+            );
+        }
+        if let Err(problem) = crate::dkim::check_key_file(&key.key_file, key.algorithm) {
+            p.add("dkim.keys", problem);
+        }
+    }
+    let canon_ok = |c: &str| matches!(c, "relaxed" | "simple");
+    let canonicalization_ok = match dkim.canonicalization.split_once('/') {
+        Some((h, b)) => canon_ok(h) && canon_ok(b),
+        None => canon_ok(&dkim.canonicalization),
+    };
+    if !canonicalization_ok {
+        p.add(
+            "dkim.canonicalization",
+            "must be relaxed/relaxed, relaxed/simple, simple/relaxed or simple/simple",
+        );
+    }
+    if !dkim.headers.iter().any(|h| h.eq_ignore_ascii_case("From")) {
+        p.add("dkim.headers", "must include From (RFC 6376 §5.4)");
+    }
+    if let Some(h) = dkim.headers.iter().find(|h| {
+        h.is_empty() || h.contains(|c: char| c == ':' || c.is_whitespace() || c.is_control())
+    }) {
+        p.add("dkim.headers", format!("`{h}` is not a header field name"));
+    }
+
+    let unsubscribe = &config.unsubscribe;
+    if let Some(file) = &unsubscribe.secret_file {
+        match std::fs::read(file) {
+            Ok(secret) if secret.trim_ascii_end().len() < crate::unsubscribe::MIN_SECRET_LEN => p
+                .add(
+                    "unsubscribe.secret_file",
+                    format!(
+                        "{} holds fewer than {} bytes; use e.g. `head -c 32 /dev/urandom | base64`",
+                        file.display(),
+                        crate::unsubscribe::MIN_SECRET_LEN
+                    ),
+                ),
+            Ok(_) => {}
+            Err(e) => p.add(
+                "unsubscribe.secret_file",
+                format!("cannot read {}: {}", file.display(), plain_io(&e)),
+            ),
+        }
+        if !(unsubscribe.base_url.starts_with("https://")
+            || unsubscribe.base_url.starts_with("http://"))
+        {
+            p.add(
+                "unsubscribe.base_url",
+                "must be the endpoint's https:// (or http://) URL when secret_file is set",
+            );
+        }
+    }
+    if !unsubscribe.mailto.is_empty() && !unsubscribe.mailto.contains('@') {
+        p.add(
+            "unsubscribe.mailto",
+            "must be an address (user@domain) or empty",
+        );
+    }
+    for domain in &unsubscribe.domains {
+        check_domain(p, "unsubscribe.domains", domain);
+    }
+    let feedback = &config.feedback.address;
+    if !feedback.is_empty()
+        && (feedback
+            .split_once('@')
+            .is_none_or(|(l, d)| l.is_empty() || d.is_empty())
+            || feedback.contains(char::is_whitespace))
+    {
+        p.add(
+            "feedback.address",
+            "must be an address (user@domain) or empty",
+        );
     }
 }

@@ -9,6 +9,7 @@
 //! - `dsn`: the `message/delivery-status` part of that notice.
 //! - `transport`: the seam every way out implements (local Maildir, remote via its owner).
 //! - `control`: the scheduler's answers to the control socket (flush, pause, delete, ...).
+//! - `prepare`: deliverability around an attempt: suppression, unsubscribe fields, DKIM.
 //! - `scheduler`: decides what to deliver when, using the parts above.
 
 pub mod bounce;
@@ -17,6 +18,7 @@ pub mod dsn;
 pub mod local;
 pub mod maildir;
 mod maildir_batch;
+pub mod prepare;
 pub mod report;
 pub mod retry;
 pub mod scheduler;

@@ -17,6 +17,7 @@
 
 use crate::clock::{now_unix, rfc5322_date};
 use crate::delivery::bounce::{BounceKind, build_dsn};
+use crate::delivery::prepare::{MessagePlan, ShardDeliverability};
 use crate::delivery::report::{DeliveryStatus, Detail, RecipientReport, StatusCode};
 use crate::delivery::retry::{Channel, expired, next_attempt};
 use crate::delivery::signal::Signal;
@@ -70,6 +71,8 @@ pub struct Scheduler {
     /// graceful stop waits for them, so a delivery that landed is also recorded and is not
     /// repeated after the restart.
     attempts_in_flight: Cell<usize>,
+    /// Suppression, unsubscribe fields and DKIM (`delivery::prepare`); `None`: none of it.
+    deliverability: Option<ShardDeliverability>,
 }
 
 /// What the control commands can ask of one message's task.
@@ -131,6 +134,7 @@ impl Scheduler {
         router: Router,
         local: LocalTransport,
         relay: RelayTransport,
+        deliverability: Option<ShardDeliverability>,
     ) -> Rc<Scheduler> {
         let slots = Semaphore::new(settings.concurrency.max(1) as u64);
         let message_slots = Semaphore::new(settings.concurrency.max(1) as u64);
@@ -147,6 +151,7 @@ impl Scheduler {
             held_bytes: Rc::new(Cell::new(0)),
             messages: RefCell::new(HashMap::new()),
             attempts_in_flight: Cell::new(0),
+            deliverability,
         })
     }
 
@@ -275,6 +280,9 @@ impl Scheduler {
             envelope.received_at,
             states.iter().filter(|s| !s.is_final()).count(),
         );
+        // What deliverability learns of the message and the signatures made for it: kept
+        // across attempts, so a retry does not sign again.
+        let mut plan = MessagePlan::default();
         loop {
             let seen = control.wake.generation();
             control
@@ -332,7 +340,7 @@ impl Scheduler {
                 continue;
             };
             let _in_flight = InFlight::enter(&self.attempts_in_flight);
-            let delayed = self.attempt(&message, &due, &mut states).await;
+            let delayed = self.attempt(&message, &due, &mut states, &mut plan).await;
             if !delayed.is_empty() && !delay_notified {
                 delay_notified = self.delay_notice(&message, &delayed).await;
             }
@@ -400,13 +408,26 @@ impl Scheduler {
         message: &Arc<OutboundMessage>,
         due: &[usize],
         states: &mut [RecipientState],
+        plan: &mut MessagePlan,
     ) -> Vec<(String, Detail)> {
         let envelope = &message.envelope;
         let mut local = Vec::new();
         let mut remote: BTreeMap<Destination, Vec<(usize, String)>> = BTreeMap::new();
         let mut reports = Vec::new();
+        if let Some(d) = &self.deliverability {
+            d.learn(plan, message);
+        }
         for &index in due {
             let address = envelope.recipients[index].clone();
+            if let Some(d) = &self.deliverability {
+                // A suppressed recipient is failed without an attempt; a report to the
+                // feedback address is read before it is delivered like any other mail.
+                if let Some(report) = d.suppressed(plan, message.id, &address) {
+                    reports.push((index, report, Channel::Remote));
+                    continue;
+                }
+                d.feedback(plan, message, &address).await;
+            }
             match self.router.route(&address) {
                 Route::Local => local.push((index, address)),
                 Route::Remote(destination) => remote
@@ -435,19 +456,40 @@ impl Scheduler {
         for (destination, recipients) in remote {
             let this = Rc::clone(self);
             let message = Arc::clone(message);
+            // Signed (and with unsubscribe fields) before the first transaction; list mail
+            // goes one recipient per transaction (`delivery::prepare`).
+            let jobs = match &self.deliverability {
+                Some(d) => d.outbound_jobs(plan, &message, recipients).await,
+                None => vec![crate::delivery::prepare::OutboundJob {
+                    prefix: None,
+                    strip_list_header: false,
+                    recipients,
+                }],
+            };
             tasks.push(glommio::spawn_local(async move {
                 let _slot = this.slots.acquire_permit(1).await;
                 let transport = RemoteTransport {
                     relay: &this.relay,
                     destination,
                 };
-                let reports = transport.deliver(&message, recipients).await;
+                let mut reports = Vec::new();
+                for job in jobs {
+                    let outgoing = job.message(&message);
+                    reports.extend(transport.deliver(&outgoing, job.recipients).await);
+                }
                 (reports, Channel::Remote)
             }));
         }
         for task in tasks {
             let (task_reports, channel) = task.await;
             reports.extend(task_reports.into_iter().map(|(i, r)| (i, r, channel)));
+        }
+        if let Some(d) = &self.deliverability {
+            let seen: Vec<(String, &RecipientReport)> = reports
+                .iter()
+                .filter_map(|(i, r, _)| Some((envelope.recipients.get(*i)?.clone(), r)))
+                .collect();
+            d.learn_from_reports(&seen);
         }
 
         let now = now_unix();

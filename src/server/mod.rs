@@ -98,6 +98,8 @@ pub struct Setup {
     pub ip_table: Arc<crate::abuse::IpTable>,
     /// Messages from the injection socket (`ringmail sendmail`); shard `i` serves `inject[i]`.
     pub inject: Vec<flume::Receiver<crate::inject::ShardInject>>,
+    /// Suppression list, DKIM keys, unsubscribe secret, feedback address (`delivery::prepare`).
+    pub deliverability: Arc<crate::delivery::prepare::Deliverability>,
     /// The failed-login counters of SMTP AUTH and POP3, shared by every shard.
     pub login_limiter: crate::auth::limiter::SharedLimiter,
     /// Which certificate TLS uses, for the startup lines.
@@ -143,6 +145,19 @@ pub fn run_from(mut config: Config, path: Option<std::path::PathBuf>) -> Result<
         ),
         _ => None,
     };
+
+    // DKIM keys and the unsubscribe secret are read before the drop too (root-only files); a
+    // bad one stops startup, naming the file.
+    let dkim = crate::dkim::DkimKeys::load(&config.dkim).map_err(|e| ServerError::Config {
+        key: "dkim.keys",
+        message: e.to_string(),
+    })?;
+    let unsubscribe = crate::unsubscribe::Unsubscriber::load(&config.unsubscribe)
+        .map_err(|message| ServerError::Config {
+            key: "unsubscribe.secret_file",
+            message,
+        })?
+        .map(Arc::new);
 
     // Root: who to become, and the data directory made theirs. Then the ports (below 1024 need
     // root), then the drop, before any thread exists or any listener accepts (privileges.rs).
@@ -195,6 +210,20 @@ pub fn run_from(mut config: Config, path: Option<std::path::PathBuf>) -> Result<
     })?;
     let (tls, tls_source) = choose_certificate(&config, configured_tls)?;
     let login_limiter = crate::auth::limiter::SharedLimiter::new(login_limits(&config));
+
+    let suppression =
+        crate::suppression::SuppressionList::open(&crate::suppression::path(data_dir))
+            .map_err(ServerError::DataDir)?;
+    // `ringmail suppress` appends to the file; the running server picks it up from there.
+    suppression.watch();
+    let deliverability = Arc::new(crate::delivery::prepare::Deliverability {
+        dkim,
+        unsubscribe,
+        suppression,
+        auto_on_hard_bounce: config.suppression.auto_on_hard_bounce,
+        feedback_address: (!config.feedback.address.is_empty())
+            .then(|| config.feedback.address.to_ascii_lowercase()),
+    });
 
     let blocking = crate::blocking::BlockingPool::new(
         "ringmail-blocking",
@@ -265,6 +294,7 @@ pub fn run_from(mut config: Config, path: Option<std::path::PathBuf>) -> Result<
         live: Arc::clone(&live),
         ip_table: Arc::new(crate::abuse::IpTable::new()),
         inject,
+        deliverability,
     });
 
     let shard_setup = Arc::clone(&setup);

@@ -103,6 +103,10 @@ async fn start(
             hostname: config.server.hostname.clone(),
         },
         RelayTransport::new(ctx.clone()),
+        Some(crate::delivery::prepare::ShardDeliverability::new(
+            Arc::clone(&setup.deliverability),
+            setup.blocking.clone(),
+        )),
     );
     scheduler.resume(recovered);
 
