@@ -2,15 +2,18 @@
 //! from PEM files, and the handshake over any futures-io stream (glommio's `TcpStream` included).
 
 use std::fmt;
-use std::fs::File;
-use std::io::{self, BufReader};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use futures_lite::{AsyncRead, AsyncWrite};
 use rustls::ServerConfig;
+use rustls_pki_types::pem::{self, PemObject};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 pub use futures_rustls::server::TlsStream;
+
+pub mod self_signed;
 
 /// Why a TLS server configuration could not be built. Each variant names the file at fault.
 #[derive(Debug)]
@@ -28,6 +31,8 @@ pub enum TlsError {
         cert: PathBuf,
         source: rustls::Error,
     },
+    /// The self-signed certificate could not be made or written (see `self_signed`).
+    Generate { path: PathBuf, message: String },
 }
 
 impl fmt::Display for TlsError {
@@ -50,6 +55,11 @@ impl fmt::Display for TlsError {
                     cert.display()
                 )
             }
+            TlsError::Generate { path, message } => write!(
+                f,
+                "{}: cannot create the self-signed certificate: {message}",
+                path.display()
+            ),
         }
     }
 }
@@ -64,40 +74,70 @@ pub fn install_default_provider() {
     }
 }
 
-/// Builds a server config from a PEM certificate chain and a PEM private key.
+/// Builds a server config from a PEM certificate chain and a PEM private key (PKCS#8, PKCS#1
+/// or SEC1). TLS 1.2 and 1.3 only: rustls has no older versions.
 pub fn load_server_config(cert_pem: &Path, key_pem: &Path) -> Result<Arc<ServerConfig>, TlsError> {
     install_default_provider();
-    let cert_err = |source| TlsError::ReadCert {
-        path: cert_pem.to_path_buf(),
+    let certs = read_certs(cert_pem)?;
+    let key = read_key(key_pem)?;
+    let config = ServerConfig::builder_with_protocol_versions(&[
+        &rustls::version::TLS13,
+        &rustls::version::TLS12,
+    ])
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .map_err(|source| TlsError::Config {
+        cert: cert_pem.to_path_buf(),
         source,
+    })?;
+    Ok(Arc::new(config))
+}
+
+/// Every certificate in a PEM file, in order (leaf first, then the chain).
+fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let read_err = |e: pem::Error| TlsError::ReadCert {
+        path: path.to_path_buf(),
+        source: pem_to_io(e),
     };
-    let mut rd = BufReader::new(File::open(cert_pem).map_err(cert_err)?);
-    let certs = rustls_pemfile::certs(&mut rd)
+    // Read the file first, so an unreadable file is an I/O error and not "no certificate".
+    let text = std::fs::read(path).map_err(|source| TlsError::ReadCert {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let certs = CertificateDer::pem_slice_iter(&text)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(cert_err)?;
+        .map_err(read_err)?;
     if certs.is_empty() {
         return Err(TlsError::NoCert {
-            path: cert_pem.to_path_buf(),
+            path: path.to_path_buf(),
         });
     }
-    let key_err = |source| TlsError::ReadKey {
-        path: key_pem.to_path_buf(),
+    Ok(certs)
+}
+
+/// The first private key in a PEM file.
+fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    let text = std::fs::read(path).map_err(|source| TlsError::ReadKey {
+        path: path.to_path_buf(),
         source,
-    };
-    let mut rd = BufReader::new(File::open(key_pem).map_err(key_err)?);
-    let key = rustls_pemfile::private_key(&mut rd)
-        .map_err(key_err)?
-        .ok_or_else(|| TlsError::NoKey {
-            path: key_pem.to_path_buf(),
-        })?;
-    let config = ServerConfig::builder()
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(|source| TlsError::Config {
-            cert: cert_pem.to_path_buf(),
-            source,
-        })?;
-    Ok(Arc::new(config))
+    })?;
+    PrivateKeyDer::from_pem_slice(&text).map_err(|e| match e {
+        pem::Error::NoItemsFound => TlsError::NoKey {
+            path: path.to_path_buf(),
+        },
+        e => TlsError::ReadKey {
+            path: path.to_path_buf(),
+            source: pem_to_io(e),
+        },
+    })
+}
+
+/// PEM syntax errors become `InvalidData`, so `TlsError` keeps its `io::Error` sources.
+fn pem_to_io(e: pem::Error) -> io::Error {
+    match e {
+        pem::Error::Io(e) => e,
+        e => io::Error::new(io::ErrorKind::InvalidData, e.to_string()),
+    }
 }
 
 /// Runs the server side of a TLS handshake over `stream`.
@@ -132,5 +172,22 @@ mod tests {
         assert!(matches!(err, TlsError::NoCert { .. }), "{err}");
         let err = load_server_config(&cert, &cert).unwrap_err();
         assert!(matches!(err, TlsError::NoKey { .. }), "{err}");
+        // A key that belongs to another certificate.
+        let other = rcgen::generate_simple_self_signed(vec!["other".into()]).unwrap();
+        let other_key = dir.path().join("other.key");
+        std::fs::write(&other_key, other.key_pair.serialize_pem()).unwrap();
+        let err = load_server_config(&cert, &other_key).unwrap_err();
+        assert!(matches!(err, TlsError::Config { .. }), "{err}");
+        assert!(err.to_string().contains("cert.pem"), "{err}");
+        // Broken base64 inside a PEM section.
+        let broken = dir.path().join("broken.pem");
+        std::fs::write(
+            &broken,
+            "-----BEGIN CERTIFICATE-----\n!!!\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        let err = load_server_config(&broken, &key).unwrap_err();
+        assert!(matches!(err, TlsError::ReadCert { .. }), "{err}");
+        assert!(err.to_string().contains("broken.pem"), "{err}");
     }
 }

@@ -75,6 +75,14 @@ pub struct SmtpArgs {
     /// Give up waiting for deliveries after this long (counted from the end of the load).
     #[arg(long, default_value = "300s", value_parser = parse_duration)]
     pub wait_timeout: Duration,
+    /// TLS for every connection: `starttls` upgrades after EHLO (RFC 3207), `smtps` starts
+    /// with the handshake (RFC 8314). Any certificate is accepted.
+    #[arg(long, value_enum, default_value = "none")]
+    pub tls: crate::tls_client::TlsMode,
+    /// Send no mail: each unit of --total is one connection (connect, TLS as --tls says, EHLO,
+    /// QUIT), so the rate is connections (handshakes) per second.
+    #[arg(long)]
+    pub handshake_only: bool,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -25,6 +25,12 @@ impl<R: Read> LineReader<R> {
         }
     }
 
+    /// The wrapped reader, once every buffered byte has been read (e.g. to start TLS on the
+    /// socket after STARTTLS's reply); `None` if bytes are still buffered.
+    pub fn into_inner(self) -> Option<R> {
+        (self.start == self.end).then_some(self.inner)
+    }
+
     /// The wrapped reader, e.g. to write a command on the same socket.
     pub fn get_mut(&mut self) -> &mut R {
         &mut self.inner

@@ -18,6 +18,7 @@ mod stats;
 mod template;
 #[cfg(test)]
 mod test_server;
+mod tls_client;
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime};

@@ -3,10 +3,12 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::ClientError;
 use crate::lines::LineReader;
+use crate::tls_client::{Stream, TlsMode};
 
 /// RFC 5321 §4.5.3.1.5: a reply line is at most 512 octets; we allow some slack for chatty servers.
 const MAX_REPLY_LINE: usize = 2048;
@@ -104,18 +106,37 @@ pub enum Outcome {
 
 /// One open SMTP connection, past the greeting and EHLO.
 pub struct SmtpConnection {
-    reader: LineReader<TcpStream>,
+    reader: LineReader<Stream>,
     pipelining: bool,
 }
 
 impl SmtpConnection {
     /// Connects, sets TCP_NODELAY (so the last segment of a message is not held back by Nagle
     /// waiting for a delayed ACK), reads the greeting and says EHLO (HELO if EHLO is refused).
+    #[cfg(test)]
     pub fn connect(addr: SocketAddr, helo: &str, timeout: Duration) -> Result<Self, ClientError> {
+        Self::connect_tls(addr, helo, timeout, TlsMode::None, None)
+    }
+
+    /// [`SmtpConnection::connect`] secured as `tls` says, with `config` (needed unless
+    /// `TlsMode::None`): STARTTLS after the first EHLO, or the handshake before the greeting.
+    pub fn connect_tls(
+        addr: SocketAddr,
+        helo: &str,
+        timeout: Duration,
+        tls: TlsMode,
+        config: Option<&Arc<rustls::ClientConfig>>,
+    ) -> Result<Self, ClientError> {
         let stream = TcpStream::connect_timeout(&addr, timeout)?;
         stream.set_nodelay(true)?;
         stream.set_read_timeout(Some(timeout))?;
         stream.set_write_timeout(Some(timeout))?;
+        let needs_config =
+            || config.ok_or_else(|| ClientError::Malformed("TLS without a client config".into()));
+        let stream = match tls {
+            TlsMode::Smtps => Stream::tls(stream, needs_config()?)?,
+            TlsMode::None | TlsMode::Starttls => Stream::Plain(stream),
+        };
         let mut conn = SmtpConnection {
             reader: LineReader::new(stream),
             pipelining: false,
@@ -123,6 +144,25 @@ impl SmtpConnection {
         let greeting = read_reply(&mut conn.reader)?;
         if greeting.code != 220 {
             return Err(ClientError::Rejected(greeting.summary()));
+        }
+        if tls == TlsMode::Starttls {
+            let ehlo = conn.command(format!("EHLO {helo}\r\n").as_bytes())?;
+            if !advertises(&ehlo, "STARTTLS") {
+                return Err(ClientError::Rejected("STARTTLS not offered".into()));
+            }
+            let reply = conn.command(b"STARTTLS\r\n")?;
+            if reply.code != 220 {
+                return Err(ClientError::Rejected(reply.summary()));
+            }
+            let Some(Stream::Plain(tcp)) = conn.reader.into_inner() else {
+                return Err(ClientError::Malformed(
+                    "bytes after the STARTTLS reply".into(),
+                ));
+            };
+            conn = SmtpConnection {
+                reader: LineReader::new(Stream::tls(tcp, needs_config()?)?),
+                pipelining: false,
+            };
         }
         let ehlo = conn.command(format!("EHLO {helo}\r\n").as_bytes())?;
         if ehlo.code == 250 {

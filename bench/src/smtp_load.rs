@@ -11,6 +11,7 @@ use crate::message::{self, Eol};
 use crate::smtp_client::{Outcome, SmtpConnection};
 use crate::stats::{self, ErrorSampler, Latency};
 use crate::template;
+use crate::tls_client::{self, TlsMode};
 
 /// A session that cannot connect this many times in a row gives up (the server is gone).
 const MAX_CONNECT_FAILURES: u32 = 20;
@@ -52,6 +53,9 @@ struct Shared {
     args: SmtpArgs,
     next: AtomicU64,
     deadline: Instant,
+    /// The client config every TLS session shares (session resumption tickets included, as a
+    /// real client pool would).
+    tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 /// Runs the load and returns its totals; returns even if sessions hang (they are abandoned).
@@ -61,6 +65,7 @@ pub fn run(args: &SmtpArgs) -> SmtpRun {
         args: args.clone(),
         next: AtomicU64::new(0),
         deadline: start + args.duration_limit,
+        tls: (args.tls != TlsMode::None).then(tls_client::any_certificate),
     });
     let (tx, rx) = mpsc::channel();
     for id in 0..args.sessions {
@@ -134,11 +139,23 @@ fn session(shared: &Shared) -> SessionReport {
     let mut sent_on_conn = 0;
     let mut connect_failures = 0;
     while Instant::now() < shared.deadline {
+        if args.handshake_only {
+            if !handshake_only(shared, &mut report) {
+                break;
+            }
+            continue;
+        }
         let c = match conn.as_mut() {
             Some(c) => c,
             None => {
-                match SmtpConnection::connect(args.server, &args.helo, io_timeout(shared.deadline))
-                {
+                let connected = SmtpConnection::connect_tls(
+                    args.server,
+                    &args.helo,
+                    io_timeout(shared.deadline),
+                    args.tls,
+                    shared.tls.as_ref(),
+                );
+                match connected {
                     Ok(c) => {
                         report.pipelining = Some(c.pipelining());
                         connect_failures = 0;
@@ -202,6 +219,38 @@ fn session(shared: &Shared) -> SessionReport {
     report
 }
 
+/// `--handshake-only`: one connection (TLS as `--tls` says, EHLO, QUIT) for one unit of
+/// `--total`; counted as accepted, its latency the whole connection's. False once the total
+/// is reached.
+fn handshake_only(shared: &Shared, report: &mut SessionReport) -> bool {
+    let args = &shared.args;
+    if shared.next.fetch_add(1, Ordering::Relaxed) >= args.total {
+        return false;
+    }
+    let started = Instant::now();
+    report.first_send.get_or_insert(started);
+    let timeout = io_timeout(shared.deadline);
+    match SmtpConnection::connect_tls(
+        args.server,
+        &args.helo,
+        timeout,
+        args.tls,
+        shared.tls.as_ref(),
+    ) {
+        Ok(c) => {
+            report.pipelining = Some(c.pipelining());
+            c.quit();
+            report.accepted += 1;
+            report.latencies_us.push(stats::micros(started.elapsed()));
+        }
+        Err(e) => {
+            report.errors += 1;
+            ERRORS.report(&format!("connect to {}: {e}", args.server));
+        }
+    }
+    true
+}
+
 /// Prints the human summary and the machine-readable RESULT line.
 pub fn print(args: &SmtpArgs, run: &SmtpRun) {
     let rate = stats::per_second(run.accepted as f64, run.elapsed);
@@ -217,6 +266,17 @@ pub fn print(args: &SmtpArgs, run: &SmtpRun) {
         run.pipelining
             .map_or("unknown", |p| if p { "yes" } else { "no" })
     );
+    if args.tls != TlsMode::None || args.handshake_only {
+        println!(
+            "  tls {:?}{}",
+            args.tls,
+            if args.handshake_only {
+                ", handshake only: each accepted unit is one connection (connect, TLS, EHLO, QUIT)"
+            } else {
+                ""
+            }
+        );
+    }
     println!("  accepted          {}", run.accepted);
     println!("  errors            {}", run.errors);
     if run.refused_recipients > 0 {
@@ -233,7 +293,9 @@ pub fn print(args: &SmtpArgs, run: &SmtpRun) {
     println!("  MB/s              {mb_s:.2}");
     println!("  latency ms        {}", run.latency.human());
     println!(
-        "RESULT smtp sessions={} size={} recipients={} accepted={} errors={} elapsed_s={:.3} rate={rate:.1} mb_s={mb_s:.2} {}",
+        "RESULT smtp tls={} handshake_only={} sessions={} size={} recipients={} accepted={} errors={} elapsed_s={:.3} rate={rate:.1} mb_s={mb_s:.2} {}",
+        format!("{:?}", args.tls).to_lowercase(),
+        args.handshake_only,
         args.sessions,
         args.size,
         args.recipients,

@@ -1,11 +1,14 @@
 //! Fuzz target: a whole SMTP session fed arbitrary bytes in arbitrary chunks never panics, every
 //! reply it writes is a well-formed reply line, and every message it commits is within the size
-//! limit.
+//! limit. The first byte also picks the session's options: plaintext with STARTTLS, or under
+//! TLS with AUTH (and optionally submission rules), so the SASL exchanges get fuzzed too.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use ringmail::auth::CheckOutcome;
 use ringmail::smtp::{
-    Context, PeerInfo, Progress, RcptVerdict, RecipientPolicy, Session, SmtpConfig,
+    Context, PeerInfo, Progress, RcptVerdict, RecipientPolicy, Session, SessionOptions,
+    SmtpConfig, TlsInfo,
 };
 use std::rc::Rc;
 use std::time::{Duration, SystemTime};
@@ -35,7 +38,21 @@ fuzz_target!(|data: &[u8]| {
         local: "192.0.2.2:25".parse().unwrap(),
         authenticated: false,
     };
-    let mut session = Session::new(Rc::clone(&config), peer);
+    let mode = data.first().map_or(0, |b| b >> 6);
+    let under_tls = mode & 1 == 1;
+    let options = SessionOptions {
+        starttls: true,
+        tls: under_tls.then(|| TlsInfo {
+            version: "TLS1_3".into(),
+            cipher: "TLS13_AES_128_GCM_SHA256".into(),
+        }),
+        auth: under_tls,
+        auth_after_starttls: !under_tls,
+        require_auth: mode & 2 == 2,
+        sender_login_match: mode & 2 == 2,
+        local_domains: Rc::from(vec!["example.test".to_string()]),
+    };
+    let mut session = Session::with_options(Rc::clone(&config), peer, options);
     let cx = Context {
         now: SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
         policy: &Policy,
@@ -52,7 +69,15 @@ fuzz_target!(|data: &[u8]| {
         loop {
             match progress {
                 Progress::NeedMore => break,
-                Progress::Close => break 'feed,
+                Progress::Close | Progress::StartTls => break 'feed,
+                Progress::Authenticate(credentials) => {
+                    let outcome = if credentials.user.len() % 2 == 0 {
+                        CheckOutcome::Accepted
+                    } else {
+                        CheckOutcome::Rejected
+                    };
+                    progress = session.auth_checked(outcome, &cx, &mut out);
+                }
                 Progress::Commit(_, message) => {
                     // The Received header is added on top of the client's bytes.
                     assert!(message.len() <= config.max_message_size + 1024);

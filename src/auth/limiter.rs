@@ -1,13 +1,16 @@
-//! Failed-login rate limiting, per client IP and per user name.
+//! Failed-login rate limiting, per client IP and per user name, for POP3 and SMTP AUTH alike.
 //!
-//! Each shard keeps its own limiter (no locks, DESIGN.md "share nothing"), so with N shards a
-//! client spreading connections across shards gets up to N times the budget; the fixed delay on
-//! every failure still bounds guessing speed. A blocked login gets the same reply and delay as
-//! a wrong password, so a blocked client learns nothing.
+//! One [`SharedLimiter`] serves every shard, so N shards do not give a client N times the
+//! budget. Its lock is taken only when a login fails, and when a login is checked while some
+//! failure is on record; a server without failed logins never touches it, and no command other
+//! than a login ever does (DESIGN.md: no lock on a shard's hot path). A blocked login gets the
+//! same reply and delay as a wrong password, so a blocked client learns nothing.
 
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// The limits.
@@ -112,6 +115,59 @@ impl LoginLimiter {
     }
 }
 
+/// The failed-login counters of the whole server, shared by every shard and both protocols.
+/// Cloning shares the same counters.
+#[derive(Debug, Clone)]
+pub struct SharedLimiter {
+    inner: Arc<SharedInner>,
+}
+
+#[derive(Debug)]
+struct SharedInner {
+    /// Set on the first recorded failure: until then no check needs the lock.
+    any_failures: AtomicBool,
+    limiter: Mutex<LoginLimiter>,
+}
+
+impl SharedLimiter {
+    pub fn new(config: LimiterConfig) -> SharedLimiter {
+        SharedLimiter {
+            inner: Arc::new(SharedInner {
+                any_failures: AtomicBool::new(false),
+                limiter: Mutex::new(LoginLimiter::new(config)),
+            }),
+        }
+    }
+
+    /// True when a login from `ip` as `user` must be refused without checking.
+    pub fn is_blocked(&self, ip: IpAddr, user: &str, now: Instant) -> bool {
+        if !self.inner.any_failures.load(Ordering::Acquire) {
+            return false;
+        }
+        self.lock().is_blocked(ip, user, now)
+    }
+
+    /// Counts one failed login.
+    pub fn record_failure(&self, ip: IpAddr, user: &str, now: Instant) {
+        self.lock().record_failure(ip, user, now);
+        self.inner.any_failures.store(true, Ordering::Release);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, LoginLimiter> {
+        // The counters stay consistent even if a holder panicked: each update is one insert.
+        self.inner
+            .limiter
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl Default for SharedLimiter {
+    fn default() -> Self {
+        SharedLimiter::new(LimiterConfig::default())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -138,6 +194,31 @@ mod tests {
         assert!(!l.is_blocked(b, "dave", t0));
         let later = t0 + Duration::from_secs(61);
         assert!(!l.is_blocked(a, "bob", later));
+    }
+
+    #[test]
+    fn shared_limiter_counts_across_threads() {
+        let cfg = LimiterConfig {
+            max_per_ip: 4,
+            ..LimiterConfig::default()
+        };
+        let shared = SharedLimiter::new(cfg);
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        let now = Instant::now();
+        assert!(!shared.is_blocked(ip, "u", now));
+        let threads: Vec<_> = (0..4)
+            .map(|i| {
+                let shared = shared.clone();
+                std::thread::spawn(move || shared.record_failure(ip, &format!("u{i}"), now))
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert!(
+            shared.is_blocked(ip, "anyone", now),
+            "four failures on four threads"
+        );
     }
 
     #[test]

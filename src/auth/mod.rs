@@ -10,6 +10,7 @@ pub mod checkpassword;
 pub mod limiter;
 pub mod passwd;
 
+use std::net::IpAddr;
 use std::path::PathBuf;
 
 /// What a check decided.
@@ -20,6 +21,54 @@ pub enum CheckOutcome {
     Rejected,
     /// The checker could not decide (I/O error, checkpassword exit 111, timeout).
     TempFail,
+}
+
+/// Why a login failed, as the log line names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoginFailure {
+    /// Wrong password or unknown user.
+    BadCredentials,
+    /// Refused unchecked: too many recent failures from this IP or for this user.
+    RateLimited,
+    /// The checker could not decide, or was too busy to try.
+    Temporary,
+}
+
+impl LoginFailure {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LoginFailure::BadCredentials => "bad-credentials",
+            LoginFailure::RateLimited => "rate-limited",
+            LoginFailure::Temporary => "temporary",
+        }
+    }
+}
+
+/// Logs one login attempt (SMTP AUTH or POP3), one line each, with a fixed shape operators
+/// match with fail2ban (README, "Logging logins"):
+///
+/// ```text
+/// login ok: service=smtp ip=192.0.2.7 method=PLAIN user="bob@example.com"
+/// login failed: service=pop3 ip=192.0.2.7 method=USER reason=bad-credentials user="bob"
+/// ```
+///
+/// The user name comes from the client: it is quoted with Rust's escaping, last on the line,
+/// so it can neither forge another field nor break the line.
+pub fn log_login(
+    service: &str,
+    ip: IpAddr,
+    method: &str,
+    user: &str,
+    result: Result<(), LoginFailure>,
+) {
+    let user = user.escape_debug();
+    match result {
+        Ok(()) => log::info!("login ok: service={service} ip={ip} method={method} user=\"{user}\""),
+        Err(why) => log::warn!(
+            "login failed: service={service} ip={ip} method={method} reason={} user=\"{user}\"",
+            why.as_str()
+        ),
+    }
 }
 
 /// Where passwords are checked.

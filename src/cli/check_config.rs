@@ -37,6 +37,14 @@ pub fn run(file: &Path) -> Result<ExitCode, ExitCode> {
         list_or_none(&config.pop3.pop3s_listen)
     );
     println!(
+        "  smtps         {}",
+        list_or_none(&config.smtp.smtps_listen)
+    );
+    println!(
+        "  submission    {}",
+        list_or_none(&config.submission.listen)
+    );
+    println!(
         "  http          {}",
         config
             .http
@@ -81,6 +89,29 @@ pub fn run(file: &Path) -> Result<ExitCode, ExitCode> {
         }
     );
     println!("  rcpthosts     {}", list_or_none(&config.smtp.rcpthosts));
+    println!(
+        "  tls           {}",
+        match &config.tls.cert {
+            Some(cert) => cert.display().to_string(),
+            None if config.tls.self_signed => format!(
+                "self-signed, in {} (made on first start)",
+                config.self_signed_dir().display()
+            ),
+            None => "off (no certificate)".to_string(),
+        }
+    );
+    println!(
+        "  auth          {} (in the clear: {})",
+        match config.checkpassword().first() {
+            Some(program) => format!("checkpassword {program}"),
+            None => format!("built-in database {}", config.passwd_path().display()),
+        },
+        match config.submission.allow_plaintext_auth {
+            crate::config::PlaintextAuth::Never => "never",
+            crate::config::PlaintextAuth::Loopback => "loopback only",
+            crate::config::PlaintextAuth::Always => "always",
+        }
+    );
     // Access rules may grant relaying too, so they are shown beside relay_networks.
     println!("  access rules  {}", access_summary(&config.smtp.access));
     println!("  dnsbl         {}", list_or_none(&config.smtp.dnsbl_zones));

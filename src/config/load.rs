@@ -311,6 +311,30 @@ mod tests {
                 "one of",
             ),
             (
+                "[submission]\nlisten = [\"nowhere\"]\n",
+                2,
+                "submission.listen",
+                "not an ip:port",
+            ),
+            (
+                "[tls]\nself_signed = false\n[smtp]\nsmtps_listen = [\"127.0.0.1:0\"]\n",
+                4,
+                "smtp.smtps_listen",
+                "SMTPS needs a certificate",
+            ),
+            (
+                "[auth]\nfailure_delay_ms = 600000\n",
+                2,
+                "auth.failure_delay_ms",
+                "at most 60000",
+            ),
+            (
+                "[submission]\nallow_plaintext_auth = \"sometimes\"\n",
+                2,
+                "submission.allow_plaintext_auth",
+                "never",
+            ),
+            (
                 "[server]\nuser = \"root\"\n",
                 2,
                 "server.user",

@@ -17,6 +17,8 @@ pub struct Config {
     pub dns: DnsSection,
     pub relay: RelaySection,
     pub redis: RedisSection,
+    pub submission: SubmissionSection,
+    pub auth: AuthSection,
     pub http: HttpSection,
     pub inject: InjectSection,
     pub dkim: super::deliverability::DkimSection,
@@ -124,6 +126,9 @@ pub struct SmtpSection {
     /// Domains accepted from any client besides the local ones, and delivered onward by the
     /// routes (qmail's rcpthosts minus locals: domains this host is a backup MX or gateway for).
     pub rcpthosts: Vec<String>,
+    /// SMTPS listeners: SMTP with implicit TLS from the first byte (RFC 8314), the same rules
+    /// as `listen` otherwise. Needs a certificate (`[tls]`, or the self-signed one).
+    pub smtps_listen: Vec<String>,
     /// Milliseconds the 220 greeting is held back; a client that sends anything before it is an
     /// early talker (postscreen's pregreet test) and gets `554 5.5.1` and the close. 0 (the
     /// default): no delay, and no early-talker test.
@@ -202,6 +207,7 @@ impl Default for SmtpSection {
             max_errors: 20,
             relay_networks: Vec::new(),
             rcpthosts: Vec::new(),
+            smtps_listen: Vec::new(),
             greeting_delay_ms: 0,
             dnsbl_zones: Vec::new(),
             max_messages_per_ip_per_minute: 0,
@@ -327,14 +333,28 @@ impl Default for Pop3Section {
     }
 }
 
-/// `[tls]`: the certificate for STLS and POP3S.
-#[derive(Debug, Clone, Default, Deserialize)]
+/// `[tls]`: the certificate for STARTTLS, SMTPS, STLS and POP3S.
+#[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TlsSection {
     /// PEM certificate chain.
     pub cert: Option<PathBuf>,
     /// PEM private key.
     pub key: Option<PathBuf>,
+    /// Without `cert`/`key`: create a self-signed certificate for `server.hostname` in
+    /// `<data_dir>/tls/` on first start and use it (like Debian's snakeoil certificate), so
+    /// TLS works with no setup. `false`: no TLS without `cert`/`key`.
+    pub self_signed: bool,
+}
+
+impl Default for TlsSection {
+    fn default() -> Self {
+        TlsSection {
+            cert: None,
+            key: None,
+            self_signed: true,
+        }
+    }
 }
 
 /// `[dns]`: the resolver used for MX, A and AAAA lookups (on its own thread).
@@ -581,6 +601,62 @@ impl Default for RelaySection {
     }
 }
 
+/// `[submission]`: the message submission service (RFC 6409) and SMTP AUTH's rules.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SubmissionSection {
+    /// Submission listeners (587 in production): like `smtp.listen`, but MAIL needs AUTH first
+    /// (530 5.7.0). STARTTLS is offered when a certificate exists.
+    pub listen: Vec<String>,
+    /// When SMTP AUTH is offered without TLS, on submission and on the `smtp` listeners alike
+    /// (the same choices as `pop3.allow_plaintext_auth`). Under TLS it is always offered.
+    pub allow_plaintext_auth: PlaintextAuth,
+    /// An authenticated client may use only sender addresses it owns (Postfix's
+    /// `reject_sender_login_mismatch`): the login name itself, or for a login without `@`, that
+    /// name at any local domain. Others get 553 5.7.1; the null sender is always allowed.
+    pub sender_login_match: bool,
+}
+
+impl Default for SubmissionSection {
+    fn default() -> Self {
+        SubmissionSection {
+            listen: Vec::new(),
+            allow_plaintext_auth: PlaintextAuth::Never,
+            sender_login_match: true,
+        }
+    }
+}
+
+/// `[auth]`: password checks for SMTP AUTH and POP3.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthSection {
+    /// A checkpassword program (argv) for SMTP AUTH and POP3; empty (the default): the older
+    /// `pop3.checkpassword` if set, else the built-in database (`<data_dir>/passwd`).
+    pub checkpassword: Vec<String>,
+    /// Milliseconds every failed login (SMTP AUTH or POP3) waits before its reply.
+    pub failure_delay_ms: u64,
+    /// Failed logins from one client IP within `failure_window_secs`, counted over the whole
+    /// server, before further logins from it are refused unchecked (same reply as a wrong
+    /// password).
+    pub max_failures_per_ip: u32,
+    /// The same for one user name, whichever IPs the attempts come from.
+    pub max_failures_per_user: u32,
+    pub failure_window_secs: u64,
+}
+
+impl Default for AuthSection {
+    fn default() -> Self {
+        AuthSection {
+            checkpassword: Vec::new(),
+            failure_delay_ms: 1000,
+            max_failures_per_ip: 20,
+            max_failures_per_user: 10,
+            failure_window_secs: 600,
+        }
+    }
+}
+
 /// `[inject]`: local injection (`ringmail sendmail`) and qmail-inject's header defaults.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -628,6 +704,21 @@ impl Default for InjectSection {
 }
 
 impl Config {
+    /// The checkpassword program for SMTP AUTH and POP3: `auth.checkpassword`, else the older
+    /// `pop3.checkpassword` (still honoured), else none (the built-in database).
+    pub fn checkpassword(&self) -> &[String] {
+        if self.auth.checkpassword.is_empty() {
+            &self.pop3.checkpassword
+        } else {
+            &self.auth.checkpassword
+        }
+    }
+
+    /// Where the self-signed certificate lives when `[tls]` names none.
+    pub fn self_signed_dir(&self) -> PathBuf {
+        self.server.data_dir.join("tls")
+    }
+
     /// `data_dir/mail_root`, or `mail_root` itself when absolute.
     pub fn mail_root(&self) -> PathBuf {
         self.server.data_dir.join(&self.local.mail_root)

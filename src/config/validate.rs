@@ -229,11 +229,41 @@ fn check_values(config: &Config, p: &mut Problems) {
             "RFC 1939 §3 asks for at least 600 seconds",
         );
     }
-    if !pop3.pop3s_listen.is_empty() && config.tls.cert.is_none() {
+    let no_certificate = config.tls.cert.is_none() && !config.tls.self_signed;
+    if !pop3.pop3s_listen.is_empty() && no_certificate {
         p.add(
             "pop3.pop3s_listen",
-            "POP3S needs a certificate: set tls.cert and tls.key",
+            "POP3S needs a certificate: set tls.cert and tls.key, or tls.self_signed = true",
         );
+    }
+    check_listeners(p, "smtp.smtps_listen", &smtp.smtps_listen);
+    if !smtp.smtps_listen.is_empty() && no_certificate {
+        p.add(
+            "smtp.smtps_listen",
+            "SMTPS needs a certificate: set tls.cert and tls.key, or tls.self_signed = true",
+        );
+    }
+    check_listeners(p, "submission.listen", &config.submission.listen);
+    if config.auth.failure_delay_ms > 60_000 {
+        p.add(
+            "auth.failure_delay_ms",
+            "at most 60000 (a minute): longer only holds connections open",
+        );
+    }
+    for (key, value) in [
+        (
+            "auth.max_failures_per_ip",
+            config.auth.max_failures_per_ip as u64,
+        ),
+        (
+            "auth.max_failures_per_user",
+            config.auth.max_failures_per_user as u64,
+        ),
+        ("auth.failure_window_secs", config.auth.failure_window_secs),
+    ] {
+        if value == 0 {
+            p.add(key, "must be greater than 0");
+        }
     }
 
     let tls = &config.tls;
@@ -251,6 +281,8 @@ fn check_values(config: &Config, p: &mut Problems) {
         ("smtp.listen", &smtp.listen),
         ("pop3.listen", &pop3.listen),
         ("pop3.pop3s_listen", &pop3.pop3s_listen),
+        ("smtp.smtps_listen", &smtp.smtps_listen),
+        ("submission.listen", &config.submission.listen),
         ("http.listen", &http_listen),
     ] {
         for addr in list {
@@ -562,6 +594,11 @@ fn check_files(config: &Config, p: &mut Problems) {
         && let Err(problem) = executable(program)
     {
         p.add("pop3.checkpassword", problem);
+    }
+    if let Some(program) = config.auth.checkpassword.first()
+        && let Err(problem) = executable(program)
+    {
+        p.add("auth.checkpassword", problem);
     }
 }
 

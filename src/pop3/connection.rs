@@ -3,7 +3,6 @@
 //! blocking pool, message reads with glommio's async `BufferedFile`, STLS and POP3S handshakes,
 //! the idle timer. One loop, generic over the stream, serves plaintext and TLS alike.
 
-use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::future::Future;
 use std::io;
@@ -24,8 +23,8 @@ use super::maildir_store::{Mailbox, StoreError};
 use super::reply;
 use super::session::{Action, AuthOutcome, OpenError, Session, SessionConfig};
 use super::wire::WireEncoder;
-use crate::auth::limiter::{LimiterConfig, LoginLimiter};
-use crate::auth::{CheckOutcome, PasswordChecker, apop};
+use crate::auth::limiter::{LimiterConfig, SharedLimiter};
+use crate::auth::{CheckOutcome, LoginFailure, PasswordChecker, apop, log_login};
 use crate::blocking::BlockingPool;
 
 /// Who may use USER/PASS and AUTH PLAIN without TLS.
@@ -37,6 +36,17 @@ pub enum PlaintextPolicy {
     Never,
     /// Loopback clients only (the embedded default).
     LoopbackOnly,
+}
+
+impl PlaintextPolicy {
+    /// Whether a client at `ip` may send a password without TLS.
+    pub fn allows(self, ip: IpAddr) -> bool {
+        match self {
+            PlaintextPolicy::Always => true,
+            PlaintextPolicy::Never => false,
+            PlaintextPolicy::LoopbackOnly => ip.is_loopback(),
+        }
+    }
 }
 
 /// RFC 1939 §3: the autologout timer must be at least 10 minutes. Config validation should
@@ -90,8 +100,9 @@ pub struct Pop3Shard {
     pub tls: Option<Arc<ServerConfig>>,
     pub checker: PasswordChecker,
     pub pool: BlockingPool,
-    /// Per-shard failed-login counters (see `crate::auth::limiter`).
-    pub limiter: RefCell<LoginLimiter>,
+    /// The server's failed-login counters (see `crate::auth::limiter`); shared with every
+    /// shard and with SMTP AUTH once [`Pop3Shard::with_limiter`] is given the server's.
+    pub limiter: SharedLimiter,
 }
 
 impl Pop3Shard {
@@ -101,7 +112,7 @@ impl Pop3Shard {
         checker: PasswordChecker,
         pool: BlockingPool,
     ) -> Self {
-        let limiter = RefCell::new(LoginLimiter::new(settings.limiter));
+        let limiter = SharedLimiter::new(settings.limiter);
         Pop3Shard {
             settings,
             tls,
@@ -109,6 +120,14 @@ impl Pop3Shard {
             pool,
             limiter,
         }
+    }
+}
+
+impl Pop3Shard {
+    /// Counts failed logins in `limiter` (the server-wide one) instead of its own.
+    pub fn with_limiter(mut self, limiter: SharedLimiter) -> Self {
+        self.limiter = limiter;
+        self
     }
 }
 
@@ -295,7 +314,9 @@ impl Conn<'_> {
                 Action::CheckPassword { user, secret } => {
                     let checker = self.shared.checker.clone();
                     let u = user.clone();
-                    let outcome = self.login(&user, move || checker.check(&u, &secret)).await;
+                    let outcome = self
+                        .login(&user, "USER", move || checker.check(&u, &secret))
+                        .await;
                     queue.extend(session.auth_result(outcome));
                 }
                 Action::CheckApop {
@@ -306,7 +327,7 @@ impl Conn<'_> {
                     let secrets = self.shared.settings.apop_secrets.clone();
                     let u = user.clone();
                     let outcome = self
-                        .login(&user, move || match secrets {
+                        .login(&user, "APOP", move || match secrets {
                             Some(path) => match apop::check(&path, &u, &timestamp, &digest) {
                                 Ok(true) => CheckOutcome::Accepted,
                                 Ok(false) => CheckOutcome::Rejected,
@@ -383,15 +404,16 @@ impl Conn<'_> {
     }
 
     /// Runs a password check off the shard, with rate limiting and the failure delay.
+    /// `method` names the login for the log: `USER` (USER/PASS and AUTH PLAIN) or `APOP`.
     async fn login(
         &mut self,
         user: &str,
+        method: &str,
         check: impl FnOnce() -> CheckOutcome + Send + 'static,
     ) -> AuthOutcome {
         let blocked = self
             .shared
             .limiter
-            .borrow()
             .is_blocked(self.peer, user, Instant::now());
         let outcome = if blocked {
             // Same reply and delay as a wrong password: a blocked client learns nothing.
@@ -407,12 +429,18 @@ impl Conn<'_> {
                 }
             }
         };
+        let logged = match outcome {
+            CheckOutcome::Accepted => Ok(()),
+            CheckOutcome::Rejected if blocked => Err(LoginFailure::RateLimited),
+            CheckOutcome::Rejected => Err(LoginFailure::BadCredentials),
+            CheckOutcome::TempFail => Err(LoginFailure::Temporary),
+        };
+        log_login("pop3", self.peer, method, user, logged);
         match outcome {
             CheckOutcome::Accepted => AuthOutcome::Accepted,
             CheckOutcome::Rejected => {
                 self.shared
                     .limiter
-                    .borrow_mut()
                     .record_failure(self.peer, user, Instant::now());
                 glommio::timer::sleep(self.shared.settings.failed_login_delay).await;
                 AuthOutcome::Rejected

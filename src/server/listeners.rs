@@ -24,6 +24,8 @@ pub fn resolve(config: &Config) -> Result<ListenPlan, ServerError> {
         smtp: resolve_list("smtp", &config.smtp.listen)?,
         pop3: resolve_list("pop3", &config.pop3.listen)?,
         pop3s: resolve_list("pop3s", &config.pop3.pop3s_listen)?,
+        smtps: resolve_list("smtps", &config.smtp.smtps_listen)?,
+        submission: resolve_list("submission", &config.submission.listen)?,
     })
 }
 
@@ -59,6 +61,8 @@ pub struct ShardListeners {
     pub smtp: Vec<(SocketAddr, TcpListener)>,
     pub pop3: Vec<(SocketAddr, TcpListener)>,
     pub pop3s: Vec<(SocketAddr, TcpListener)>,
+    pub smtps: Vec<(SocketAddr, TcpListener)>,
+    pub submission: Vec<(SocketAddr, TcpListener)>,
 }
 
 /// Every shard's listeners, waiting for their shard to take them.
@@ -88,6 +92,8 @@ pub fn bind_all(plan: &ListenPlan, shard_count: usize) -> Result<BoundListeners,
             smtp: bind_list("smtp", &plan.smtp)?,
             pop3: bind_list("pop3", &plan.pop3)?,
             pop3s: bind_list("pop3s", &plan.pop3s)?,
+            smtps: bind_list("smtps", &plan.smtps)?,
+            submission: bind_list("submission", &plan.submission)?,
         }));
     }
     Ok(BoundListeners {

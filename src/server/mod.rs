@@ -69,6 +69,8 @@ pub struct ListenPlan {
     pub smtp: Vec<SocketAddr>,
     pub pop3: Vec<SocketAddr>,
     pub pop3s: Vec<SocketAddr>,
+    pub smtps: Vec<SocketAddr>,
+    pub submission: Vec<SocketAddr>,
 }
 
 /// What every shard starts from; built once on the main thread, shared read-only.
@@ -102,6 +104,24 @@ pub struct Setup {
     pub inject: Vec<flume::Receiver<crate::inject::ShardInject>>,
     /// Suppression list, DKIM keys, unsubscribe secret, feedback address (`delivery::prepare`).
     pub deliverability: Arc<crate::delivery::prepare::Deliverability>,
+    /// The failed-login counters of SMTP AUTH and POP3, shared by every shard.
+    pub login_limiter: crate::auth::limiter::SharedLimiter,
+    /// Which certificate TLS uses, for the startup lines.
+    pub tls_source: TlsSource,
+}
+
+/// Where the TLS certificate came from.
+#[derive(Debug, Clone)]
+pub enum TlsSource {
+    /// `[tls] cert`.
+    Configured(std::path::PathBuf),
+    /// The self-signed certificate in the data directory (`tls::self_signed`).
+    SelfSigned {
+        cert: std::path::PathBuf,
+        created: bool,
+    },
+    /// No certificate: no STARTTLS, SMTPS, STLS or POP3S.
+    None,
 }
 
 /// Runs the server until it is told to stop. Returns once every shard has shut down.
@@ -122,7 +142,7 @@ pub fn run_from(mut config: Config, path: Option<std::path::PathBuf>) -> Result<
     crate::tls::install_default_provider();
     // Read before the privilege drop: a private key is often readable by root only. (A reload
     // on SIGHUP would run unprivileged and needs the key readable by server.user.)
-    let tls = match (&config.tls.cert, &config.tls.key) {
+    let configured_tls = match (&config.tls.cert, &config.tls.key) {
         (Some(cert), Some(key)) => Some(
             crate::tls::load_server_config(cert, key)
                 .map_err(|e| ServerError::Tls(e.to_string()))?,
@@ -192,6 +212,8 @@ pub fn run_from(mut config: Config, path: Option<std::path::PathBuf>) -> Result<
             config.mail_root().display()
         ))
     })?;
+    let (tls, tls_source) = choose_certificate(&config, configured_tls)?;
+    let login_limiter = crate::auth::limiter::SharedLimiter::new(login_limits(&config));
 
     let suppression =
         crate::suppression::SuppressionList::open(&crate::suppression::path(data_dir))
@@ -295,6 +317,8 @@ pub fn run_from(mut config: Config, path: Option<std::path::PathBuf>) -> Result<
         listeners: bound,
         redis,
         suspensions,
+        login_limiter,
+        tls_source,
         http,
         live: Arc::clone(&live),
         ip_table: Arc::new(crate::abuse::IpTable::new()),
@@ -365,6 +389,43 @@ fn signal_actions(
     ]
 }
 
+/// The configured certificate, else the self-signed one (made now on first start: after the
+/// privilege drop and with the data directory locked, so it belongs to the user that reads it),
+/// else none.
+fn choose_certificate(
+    config: &Config,
+    configured: Option<Arc<rustls::ServerConfig>>,
+) -> Result<(Option<Arc<rustls::ServerConfig>>, TlsSource), ServerError> {
+    if let Some(tls) = configured {
+        let cert = config.tls.cert.clone().unwrap_or_default();
+        return Ok((Some(tls), TlsSource::Configured(cert)));
+    }
+    if !config.tls.self_signed {
+        return Ok((None, TlsSource::None));
+    }
+    let tls_err = |e: crate::tls::TlsError| ServerError::Tls(e.to_string());
+    let made = crate::tls::self_signed::ensure(&config.self_signed_dir(), &config.server.hostname)
+        .map_err(tls_err)?;
+    let tls = crate::tls::load_server_config(&made.cert, &made.key).map_err(tls_err)?;
+    Ok((
+        Some(tls),
+        TlsSource::SelfSigned {
+            cert: made.cert,
+            created: made.created,
+        },
+    ))
+}
+
+/// The failed-login limits from `[auth]`.
+fn login_limits(config: &Config) -> crate::auth::limiter::LimiterConfig {
+    crate::auth::limiter::LimiterConfig {
+        window: std::time::Duration::from_secs(config.auth.failure_window_secs),
+        max_per_ip: config.auth.max_failures_per_ip,
+        max_per_user: config.auth.max_failures_per_user,
+        ..Default::default()
+    }
+}
+
 /// The logger's settings from `[server]`.
 fn log_settings(config: &Config) -> crate::logging::LogSettings {
     let server = &config.server;
@@ -392,6 +453,28 @@ fn announce(setup: &Setup, shard_count: usize) {
     }
     if let Some(socket) = crate::inject::socket_path(config) {
         println!("ringmail: injection socket {}", socket.display());
+    }
+    for addr in &setup.listen.smtps {
+        println!("ringmail: smtps listening on {addr}");
+    }
+    for addr in &setup.listen.submission {
+        println!("ringmail: submission listening on {addr}");
+    }
+    match &setup.tls_source {
+        TlsSource::Configured(cert) => {
+            println!("ringmail: tls certificate {}", cert.display());
+        }
+        TlsSource::SelfSigned { cert, created } => {
+            let how = if *created { "created now" } else { "reused" };
+            println!(
+                "ringmail: tls certificate {} (self-signed for {}, {how}; set [tls] cert and key for a real one)",
+                cert.display(),
+                config.server.hostname
+            );
+        }
+        TlsSource::None => {
+            println!("ringmail: tls off (no [tls] certificate, self_signed = false)");
+        }
     }
     println!(
         "ringmail: mail for {} goes to {}/<domain>/<user>/Maildir",

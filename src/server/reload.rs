@@ -4,9 +4,10 @@
 //!
 //! | reloads on SIGHUP | needs a restart |
 //! |---|---|
-//! | `[smtp]` except `listen` (limits, timeouts, access rules, DNSBL zones, greeting delay, relay_networks, rcpthosts) | `smtp.listen`, `pop3.listen`, `pop3.pop3s_listen` |
+//! | `[smtp]` except `listen` (limits, timeouts, access rules, DNSBL zones, greeting delay, relay_networks, rcpthosts) | `smtp.listen`, `smtp.smtps_listen`, `submission.listen`, `pop3.listen`, `pop3.pop3s_listen` |
+//! | `[submission]` except `listen`; `auth.checkpassword`, `auth.failure_delay_ms` | `auth.max_failures_per_ip`, `auth.max_failures_per_user`, `auth.failure_window_secs` |
 //! | `[pop3]` except its listeners | `[server]` except `log_level` (hostname, data_dir, shards, user, group, log_file, log_format, blocking_*) |
-//! | `[tls]` (certificate and key) | `local.domains`, `local.mail_root` (the route step of the delivery side holds them) |
+//! | `[tls]` (certificate and key; the self-signed one is read again) | `local.domains`, `local.mail_root` (the route step of the delivery side holds them) |
 //! | `local.unknown_users`, `local.users` | `[queue]`, `[dns]`, `[relay]` |
 //! | `server.log_level` | `[http]` (its listener is bound as root; the token and caps are read once) |
 //!
@@ -109,6 +110,16 @@ impl Reloadable {
                 crate::tls::load_server_config(cert, key)
                     .map_err(|e| format!("tls: {e} (the reload runs as server.user)"))?,
             ),
+            // The self-signed certificate made at startup (crate::tls::self_signed) stays.
+            _ if config.tls.self_signed => {
+                let dir = config.self_signed_dir();
+                let made = crate::tls::self_signed::ensure(&dir, &config.server.hostname)
+                    .map_err(|e| format!("tls: {e}"))?;
+                Some(
+                    crate::tls::load_server_config(&made.cert, &made.key)
+                        .map_err(|e| format!("tls: {e}"))?,
+                )
+            }
             _ => None,
         };
         log::set_max_level(crate::logging::parse_level(&config.server.log_level));
@@ -158,6 +169,29 @@ fn merge(old: &Config, new: Config) -> (Config, Vec<String>) {
         show(&old.local.mail_root),
         show(&new.local.mail_root),
     );
+    restart_only(
+        "smtp.smtps_listen",
+        show(&old.smtp.smtps_listen),
+        show(&new.smtp.smtps_listen),
+    );
+    restart_only(
+        "submission.listen",
+        show(&old.submission.listen),
+        show(&new.submission.listen),
+    );
+    // The failed-login limiter is built once, so its limits keep their running values.
+    let limits = |a: &crate::config::AuthSection| {
+        (
+            a.max_failures_per_ip,
+            a.max_failures_per_user,
+            a.failure_window_secs,
+        )
+    };
+    restart_only(
+        "auth.max_failures_per_ip/max_failures_per_user/failure_window_secs",
+        show(&limits(&old.auth)),
+        show(&limits(&new.auth)),
+    );
     restart_only("queue", show(&old.queue), show(&new.queue));
     restart_only("dns", show(&old.dns), show(&new.dns));
     restart_only("relay", show(&old.relay), show(&new.relay));
@@ -166,6 +200,11 @@ fn merge(old: &Config, new: Config) -> (Config, Vec<String>) {
     merged.server.log_level = new.server.log_level;
     merged.smtp = new.smtp;
     merged.smtp.listen = old.smtp.listen.clone();
+    merged.smtp.smtps_listen = old.smtp.smtps_listen.clone();
+    merged.submission = new.submission;
+    merged.submission.listen = old.submission.listen.clone();
+    merged.auth.checkpassword = new.auth.checkpassword;
+    merged.auth.failure_delay_ms = new.auth.failure_delay_ms;
     merged.pop3 = new.pop3;
     merged.pop3.listen = old.pop3.listen.clone();
     merged.pop3.pop3s_listen = old.pop3.pop3s_listen.clone();

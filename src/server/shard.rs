@@ -5,6 +5,7 @@
 use super::Setup;
 use super::reload::{Live, ShardView};
 use crate::auth::PasswordChecker;
+use crate::auth::limiter::SharedLimiter;
 use crate::blocking::BlockingPool;
 use crate::config::{Config, LongLinesSetting, PlaintextAuth};
 use crate::delivery::scheduler::{Scheduler, SchedulerSettings};
@@ -14,7 +15,7 @@ use crate::queue::{QueueOptions, ShardQueue};
 use crate::relay::access::RcptPolicy;
 use crate::relay::destination::Owner;
 use crate::relay::owner::{MeshMessage, RelayTransport, serve_inbox};
-use crate::smtp::connection::{ConnectionLimits, SmtpSettings, SmtpShard};
+use crate::smtp::connection::{ConnectionLimits, SmtpAuth, SmtpListener, SmtpSettings, SmtpShard};
 use crate::smtp::{LongLines, SmtpConfig};
 use log::{error, info, warn};
 use std::net::SocketAddr;
@@ -115,9 +116,10 @@ async fn start(
     scheduler.resume(recovered);
 
     // Settings SIGHUP may change are read through `setup.live` (super::reload).
+    let (smtp_blocking, smtp_limiter) = (setup.blocking.clone(), setup.login_limiter.clone());
     let smtp = Rc::new(SmtpShard::new(
-        ShardView::new(Arc::clone(&setup.live), |live, _| {
-            smtp_settings(&live.config)
+        ShardView::new(Arc::clone(&setup.live), move |live, _| {
+            smtp_settings(live, &smtp_blocking, &smtp_limiter)
         }),
         Rc::clone(&queue),
         Rc::clone(&scheduler),
@@ -140,9 +142,22 @@ async fn start(
             glommio::spawn_local(counted(crate::metrics::Listener::Smtp, session)).detach();
         }));
     }
+    for (sockets, kind) in [
+        (listeners.smtps, SmtpListener::Smtps),
+        (listeners.submission, SmtpListener::Submission),
+    ] {
+        for (addr, listener) in sockets {
+            let smtp = Rc::clone(&smtp);
+            accept_loops.push(listen(addr, listener, &shutdown, move |stream| {
+                let session = crate::smtp::connection::serve_as(stream, Rc::clone(&smtp), kind);
+                glommio::spawn_local(session).detach();
+            }));
+        }
+    }
     let blocking = setup.blocking.clone();
-    let pop3 = Rc::new(ShardView::new(Arc::clone(&setup.live), move |live, old| {
-        pop3_shard(live, blocking.clone(), old)
+    let limiter = setup.login_limiter.clone();
+    let pop3 = Rc::new(ShardView::new(Arc::clone(&setup.live), move |live, _| {
+        pop3_shard(live, blocking.clone(), limiter.clone())
     }));
     for (sockets, implicit_tls) in [(listeners.pop3, false), (listeners.pop3s, true)] {
         for (addr, listener) in sockets {
@@ -187,7 +202,7 @@ async fn start(
 /// The POP3 service's per-shard state. POP3 sessions need no draining at shutdown: a session
 /// that ends without QUIT deletes nothing (RFC 1939 §6). After a reload, the failed-login
 /// counters of the `previous` state carry over.
-fn pop3_shard(live: &Live, blocking: BlockingPool, previous: Option<&Pop3Shard>) -> Pop3Shard {
+fn pop3_shard(live: &Live, blocking: BlockingPool, limiter: SharedLimiter) -> Pop3Shard {
     let config = &live.config;
     let mut settings = Pop3Settings::new(config.server.hostname.clone(), config.mail_root());
     settings.plaintext_auth = match config.pop3.allow_plaintext_auth {
@@ -197,7 +212,19 @@ fn pop3_shard(live: &Live, blocking: BlockingPool, previous: Option<&Pop3Shard>)
     };
     settings.idle_timeout = Duration::from_secs(config.pop3.idle_timeout_secs);
     settings.apop_secrets = config.pop3.apop_secrets.clone();
-    let checker = match config.pop3.checkpassword.split_first() {
+    settings.failed_login_delay = Duration::from_millis(config.auth.failure_delay_ms);
+    Pop3Shard::new(
+        settings,
+        live.tls.clone(),
+        password_checker(config),
+        blocking,
+    )
+    .with_limiter(limiter)
+}
+
+/// The password checker of SMTP AUTH and POP3: a checkpassword program, or the built-in database.
+fn password_checker(config: &Config) -> PasswordChecker {
+    match config.checkpassword().split_first() {
         Some((program, args)) => PasswordChecker::Checkpassword {
             program: program.into(),
             args: args.to_vec(),
@@ -205,12 +232,33 @@ fn pop3_shard(live: &Live, blocking: BlockingPool, previous: Option<&Pop3Shard>)
         None => PasswordChecker::Builtin {
             passwd: config.passwd_path(),
         },
-    };
-    let shard = Pop3Shard::new(settings, live.tls.clone(), checker, blocking);
-    if let Some(previous) = previous {
-        shard.limiter.swap(&previous.limiter);
     }
-    shard
+}
+
+/// SMTP AUTH with POP3's password checker and the server's failed-login limiter.
+fn smtp_auth(
+    config: &Config,
+    blocking: &BlockingPool,
+    limiter: &SharedLimiter,
+) -> Option<SmtpAuth> {
+    let auth = SmtpAuth {
+        checker: password_checker(config),
+        pool: blocking.clone(),
+        limiter: limiter.clone(),
+        failure_delay: Duration::from_millis(config.auth.failure_delay_ms),
+        plaintext: plaintext_policy(config.submission.allow_plaintext_auth),
+        sender_login_match: config.submission.sender_login_match,
+        local_domains: config.local.domains.clone().into(),
+    };
+    Some(auth)
+}
+
+fn plaintext_policy(setting: PlaintextAuth) -> PlaintextPolicy {
+    match setting {
+        PlaintextAuth::Never => PlaintextPolicy::Never,
+        PlaintextAuth::Loopback => PlaintextPolicy::LoopbackOnly,
+        PlaintextAuth::Always => PlaintextPolicy::Always,
+    }
 }
 
 impl Running {
@@ -279,9 +327,12 @@ async fn accept_loop(
 }
 
 /// The SMTP service's reloadable settings a configuration gives.
-fn smtp_settings(config: &Config) -> SmtpSettings {
+fn smtp_settings(live: &Live, blocking: &BlockingPool, limiter: &SharedLimiter) -> SmtpSettings {
+    let config = &live.config;
     let smtp = &config.smtp;
     SmtpSettings {
+        tls: live.tls.clone(),
+        auth: smtp_auth(config, blocking, limiter),
         config: Rc::new(smtp_config(config)),
         policy: Rc::new(RcptPolicy::new(config)),
         limits: ConnectionLimits {

@@ -34,6 +34,14 @@ pub enum Command {
     Vrfy,
     Expn,
     Help,
+    /// RFC 3207 STARTTLS.
+    StartTls,
+    /// RFC 4954 `AUTH mechanism [initial-response]`; the mechanism as sent (the session
+    /// matches it case-insensitively).
+    Auth {
+        mechanism: String,
+        initial: Option<String>,
+    },
 }
 
 /// `MAIL FROM:<address> [SIZE=n] [BODY=7BIT|8BITMIME] [SMTPUTF8]`.
@@ -127,6 +135,10 @@ pub fn parse_command(line: &[u8]) -> Result<Command, CommandError> {
         Ok(Command::Expn)
     } else if is("HELP") {
         Ok(Command::Help)
+    } else if is("STARTTLS") {
+        no_args(Command::StartTls, "STARTTLS")
+    } else if is("AUTH") {
+        parse_auth(args)
     } else {
         Err(CommandError::Unknown)
     }
@@ -180,11 +192,31 @@ fn parse_mail(args: &[u8]) -> Result<MailFrom, CommandError> {
             }
         } else if key.eq_ignore_ascii_case("SMTPUTF8") && value.is_none() {
             mail.smtputf8 = true;
+        } else if key.eq_ignore_ascii_case("AUTH") && value.is_some() {
+            // RFC 4954 5: the identity a relaying client claims for the message. Accepted and
+            // ignored: we trust only our own AUTH, which the session records.
         } else {
             return Err(CommandError::UnsupportedParameter);
         }
     }
     Ok(mail)
+}
+
+/// `AUTH mechanism [initial-response]` (RFC 4954 4). The response is base64 or `=`; the
+/// session decodes it.
+fn parse_auth(args: &[u8]) -> Result<Command, CommandError> {
+    const USAGE: &str = "AUTH mechanism [initial-response]";
+    let text = std::str::from_utf8(args).map_err(|_| CommandError::Syntax(USAGE))?;
+    let mut words = text.split(' ').filter(|w| !w.is_empty());
+    let mechanism = words.next().ok_or(CommandError::Syntax(USAGE))?;
+    let initial = words.next().map(str::to_string);
+    if words.next().is_some() || !mechanism.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(CommandError::Syntax(USAGE));
+    }
+    Ok(Command::Auth {
+        mechanism: mechanism.to_string(),
+        initial,
+    })
 }
 
 fn parse_rcpt(args: &[u8]) -> Result<RcptTo, CommandError> {
@@ -513,7 +545,27 @@ mod tests {
             ("VRFY bob", Ok(Command::Vrfy)),
             ("EXPN list", Ok(Command::Expn)),
             ("HELP", Ok(Command::Help)),
-            ("STARTTLS", Err(Unknown)),
+            ("STARTTLS", Ok(Command::StartTls)),
+            ("STARTTLS x", Err(Syntax("STARTTLS"))),
+            (
+                "AUTH plain AGJvYgBw",
+                Ok(Command::Auth {
+                    mechanism: "plain".into(),
+                    initial: Some("AGJvYgBw".into()),
+                }),
+            ),
+            ("AUTH", Err(Syntax("AUTH mechanism [initial-response]"))),
+            (
+                "AUTH PLAIN a b",
+                Err(Syntax("AUTH mechanism [initial-response]")),
+            ),
+            (
+                "MAIL FROM:<a@b.test> AUTH=<>",
+                Ok(Command::Mail(MailFrom {
+                    has_params: true,
+                    ..mail("a@b.test")
+                })),
+            ),
             ("", Err(Unknown)),
             ("NOOPX", Err(Unknown)),
         ];

@@ -6,14 +6,22 @@
 
 use crate::abuse::pace::PaceLimits;
 use crate::abuse::{AccessRules, ClientPolicy, IpTable, Pace, PaceVerdict, refusals};
+use crate::auth::limiter::SharedLimiter;
+use crate::auth::{CheckOutcome, LoginFailure, PasswordChecker, log_login};
+use crate::blocking::BlockingPool;
 use crate::delivery::scheduler::Scheduler;
+use crate::pop3::connection::PlaintextPolicy;
 use crate::queue::ShardQueue;
 use crate::relay::access::RcptPolicy;
 use crate::server::reload::ShardView;
-use crate::smtp::{Context, PeerInfo, Progress, Reply, Session, SmtpConfig, reply};
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use crate::smtp::sasl::Credentials;
+use crate::smtp::{
+    Context, PeerInfo, Progress, Reply, Session, SessionOptions, SmtpConfig, TlsInfo, reply,
+};
+use crate::tls::TlsStream;
+use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use glommio::net::TcpStream;
-use log::{debug, info};
+use log::{debug, info, warn};
 use std::cell::Cell;
 use std::net::IpAddr;
 use std::rc::Rc;
@@ -37,7 +45,29 @@ pub struct SmtpSettings {
     /// How long the 220 waits; a client that talks first is refused.
     pub greeting_delay: Duration,
     pub pace: PaceLimits,
+    /// The certificate: `Some` offers STARTTLS and serves SMTPS (reloaded on SIGHUP).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// `Some` offers AUTH (RFC 4954) where its plaintext rule allows.
+    pub auth: Option<SmtpAuth>,
 }
+
+/// How SMTP AUTH checks passwords; the checker and limiter are POP3's.
+pub struct SmtpAuth {
+    pub checker: PasswordChecker,
+    pub pool: BlockingPool,
+    /// The server-wide failed-login counters, shared with POP3.
+    pub limiter: SharedLimiter,
+    /// Delay before every failed AUTH is answered.
+    pub failure_delay: Duration,
+    /// Who may AUTH without TLS (`submission.allow_plaintext_auth`).
+    pub plaintext: PlaintextPolicy,
+    /// See [`SessionOptions::sender_login_match`].
+    pub sender_login_match: bool,
+    pub local_domains: Rc<[String]>,
+}
+
+/// Limit on a TLS handshake, so a silent client cannot hold a session slot.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Everything an SMTP connection on one shard shares with the others on that shard.
 pub struct SmtpShard {
@@ -96,6 +126,68 @@ async fn refuse(stream: &mut TcpStream, ip: IpAddr, command: &str, reply: Reply)
     let _ = stream.write_all(reply.to_wire().as_bytes()).await;
 }
 
+/// Which kind of SMTP listener accepted a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmtpListener {
+    /// Port 25 (2525 in the embedded default): STARTTLS offered when a certificate exists.
+    Smtp,
+    /// SMTPS, implicit TLS from the first byte (RFC 8314; `smtp.smtps_listen`).
+    Smtps,
+    /// Message submission (RFC 6409; `submission.listen`): AUTH before MAIL.
+    Submission,
+}
+
+impl SmtpListener {
+    fn implicit_tls(self) -> bool {
+        self == SmtpListener::Smtps
+    }
+}
+
+/// What ended a drive loop.
+enum Next {
+    Done,
+    StartTls,
+}
+
+/// A stream the SMTP loop runs over: plain TCP or TLS over TCP. The socket's timeouts are set on
+/// the TCP stream underneath.
+pub trait SmtpStream: AsyncRead + AsyncWrite + Unpin {
+    fn tcp(&self) -> &TcpStream;
+}
+
+impl SmtpStream for TcpStream {
+    fn tcp(&self) -> &TcpStream {
+        self
+    }
+}
+
+impl SmtpStream for TlsStream<TcpStream> {
+    fn tcp(&self) -> &TcpStream {
+        self.get_ref().0
+    }
+}
+
+/// The negotiated version and cipher, named as in `Received:` (`TLS1_3`, IANA suite names).
+fn tls_info(tls: &TlsStream<TcpStream>) -> TlsInfo {
+    let conn = tls.get_ref().1;
+    let version = match conn.protocol_version() {
+        Some(rustls::ProtocolVersion::TLSv1_3) => "TLS1_3".to_string(),
+        Some(rustls::ProtocolVersion::TLSv1_2) => "TLS1_2".to_string(),
+        Some(other) => format!("{other:?}"),
+        None => "unknown".to_string(),
+    };
+    let cipher = conn
+        .negotiated_cipher_suite()
+        .map(|suite| {
+            let suite = suite.suite();
+            suite
+                .as_str()
+                .map_or_else(|| format!("{suite:?}"), str::to_string)
+        })
+        .unwrap_or_else(|| "unknown".to_string());
+    TlsInfo { version, cipher }
+}
+
 /// Logs the refusals the session made since the last call.
 fn log_refusals(session: &mut Session, ip: IpAddr) {
     for refusal in session.take_refusals() {
@@ -111,7 +203,12 @@ enum Wake {
 
 /// Serves one SMTP connection to its end. Errors end the connection; they are logged, never
 /// propagated, since one client's trouble is not the server's.
-pub async fn serve(mut stream: TcpStream, shard: Rc<SmtpShard>) {
+pub async fn serve(stream: TcpStream, shard: Rc<SmtpShard>) {
+    serve_as(stream, shard, SmtpListener::Smtp).await;
+}
+
+/// Serves one connection accepted by a listener of the given kind.
+pub async fn serve_as(mut stream: TcpStream, shard: Rc<SmtpShard>, listener: SmtpListener) {
     let (Ok(remote), Ok(local)) = (stream.peer_addr(), stream.local_addr()) else {
         return;
     };
@@ -123,7 +220,7 @@ pub async fn serve(mut stream: TcpStream, shard: Rc<SmtpShard>) {
     let peer = PeerInfo {
         remote,
         local,
-        // Set once SMTP AUTH (RFC 4954) lands; until then nobody relays by password.
+        // Set by the session once AUTH succeeds (RFC 4954), which lets the client relay.
         authenticated: false,
     };
 
@@ -160,10 +257,11 @@ pub async fn serve(mut stream: TcpStream, shard: Rc<SmtpShard>) {
             settings.dnsbl_zones.clone(),
         ))
     });
-    let mut buf = vec![0u8; 64 * 1024];
-    if !settings.greeting_delay.is_zero() {
+    // An SMTPS client speaks first (its TLS ClientHello): no pregreet test there.
+    if !settings.greeting_delay.is_zero() && !listener.implicit_tls() {
         // Postscreen's pregreet test: a client that talks before the 220 is not waiting for
         // replies, as a real MTA does (RFC 5321 3.1).
+        let mut buf = vec![0u8; 4096];
         let early = futures_lite::future::or(async { Some(stream.read(&mut buf).await) }, async {
             glommio::timer::sleep(settings.greeting_delay).await;
             None
@@ -202,99 +300,275 @@ pub async fn serve(mut stream: TcpStream, shard: Rc<SmtpShard>) {
         messages_per_minute: terms.messages_per_minute,
         hostname: host.clone(),
     };
-    let mut session = Session::new(config, peer);
-    let mut pace = Pace::new(settings.pace);
-    let mut out = Vec::with_capacity(1024);
-    session.greeting(&mut out);
-    loop {
-        crate::metrics::count_smtp_syntax_errors(&out);
-        if stream.write_all(&out).await.is_err() {
+    let conn = Conn {
+        shard: &shard,
+        settings: &settings,
+        config,
+        policy,
+        peer,
+        listener,
+    };
+    if listener.implicit_tls() {
+        // RFC 8314 3.3: the handshake comes first, then the greeting under TLS.
+        let Some(mut tls) = conn.handshake(stream).await else {
             return;
+        };
+        let session = conn.session(Some(tls_info(&tls)));
+        conn.drive(&mut tls, session, true).await;
+        return;
+    }
+    let session = conn.session(None);
+    if let Next::StartTls = conn.drive(&mut stream, session, true).await {
+        let Some(mut tls) = conn.handshake(stream).await else {
+            return;
+        };
+        // RFC 3207 4.2: forget everything the client said before; it must EHLO again.
+        let session = conn.session(Some(tls_info(&tls)));
+        conn.drive(&mut tls, session, false).await;
+    }
+}
+
+/// One connection's fixed facts, for the drive loop.
+struct Conn<'a> {
+    shard: &'a Rc<SmtpShard>,
+    settings: &'a SmtpSettings,
+    /// The session settings, with this client's message size limit.
+    config: Rc<SmtpConfig>,
+    policy: ClientPolicy,
+    peer: PeerInfo,
+    listener: SmtpListener,
+}
+
+impl Conn<'_> {
+    /// A fresh session for this listener, plaintext or under TLS.
+    fn session(&self, tls: Option<TlsInfo>) -> Session {
+        let settings = self.settings;
+        let under_tls = tls.is_some();
+        let (auth, auth_after_starttls, sender_login_match, local_domains) = match &settings.auth {
+            Some(a) => {
+                let cleartext_ok = a.plaintext.allows(self.peer.remote.ip());
+                (
+                    under_tls || cleartext_ok,
+                    !under_tls && !cleartext_ok && settings.tls.is_some(),
+                    a.sender_login_match,
+                    Rc::clone(&a.local_domains),
+                )
+            }
+            None => (false, false, false, Rc::from(Vec::new())),
+        };
+        let options = SessionOptions {
+            starttls: settings.tls.is_some(),
+            tls,
+            auth,
+            auth_after_starttls,
+            require_auth: self.listener == SmtpListener::Submission,
+            sender_login_match,
+            local_domains,
+        };
+        Session::with_options(Rc::clone(&self.config), self.peer, options)
+    }
+
+    /// The server side of the TLS handshake, bounded in time; `None` (logged) if it failed.
+    async fn handshake(&self, stream: TcpStream) -> Option<TlsStream<TcpStream>> {
+        let config = self.settings.tls.clone()?;
+        let remote = self.peer.remote;
+        let handshake = crate::tls::accept(config, stream);
+        let result = futures_lite::future::or(async { Some(handshake.await) }, async {
+            glommio::timer::sleep(HANDSHAKE_TIMEOUT).await;
+            None
+        })
+        .await;
+        match result {
+            Some(Ok(tls)) => Some(tls),
+            Some(Err(e)) => {
+                info!("smtp {remote}: TLS handshake failed: {e}");
+                None
+            }
+            None => {
+                info!("smtp {remote}: TLS handshake timed out");
+                None
+            }
         }
-        out.clear();
-        let Some(timeout) = pace.read_timeout(Instant::now(), session.in_data()) else {
-            let what = "(incomplete command line)";
-            return timed_out(&mut stream, &mut session, ip, what, host).await;
-        };
-        let _ = stream.set_read_timeout(Some(timeout));
-        let wake =
-            futures_lite::future::or(async { Wake::Read(stream.read(&mut buf).await) }, async {
-                shard.shutdown.wait().await;
-                Wake::Shutdown
-            })
-            .await;
-        let read = match wake {
-            Wake::Shutdown => {
-                session.shutting_down(&mut out);
-                let _ = stream.write_all(&out).await;
-                return;
-            }
-            Wake::Read(Ok(0)) => {
-                debug!("smtp {remote}: client closed the connection");
-                return;
-            }
-            Wake::Read(Err(e)) if e.kind() == std::io::ErrorKind::TimedOut => {
-                let what = if session.partial_command() {
-                    "(incomplete command line)"
-                } else if session.in_data() {
-                    "(message content)"
-                } else {
-                    info!("smtp {remote}: timeout");
-                    ""
-                };
-                return timed_out(&mut stream, &mut session, ip, what, host).await;
-            }
-            Wake::Read(Err(e)) => {
-                debug!("smtp {remote}: read error: {e}");
-                return;
-            }
-            Wake::Read(Ok(n)) => n,
-        };
-        let cx = Context {
-            now: SystemTime::now(),
-            policy: &policy,
-        };
-        let mut progress = session.receive(&buf[..read], &cx, &mut out);
-        if progress == Progress::NeedMore
-            && pace.after_read(
-                Instant::now(),
-                read,
-                session.partial_command(),
-                session.in_data(),
-            ) == PaceVerdict::TooSlow
-        {
-            let reply = reply::data_too_slow(host);
-            refusals::log(ip, "(message content)", &reply);
-            reply.write_to(&mut out);
-            let _ = stream.write_all(&out).await;
-            return;
+    }
+
+    /// Moves bytes between `stream` and `session` until the session ends, the client goes away,
+    /// or STARTTLS. With `greet`, the 220 banner is sent first (not after STARTTLS).
+    async fn drive<S: SmtpStream>(
+        &self,
+        stream: &mut S,
+        mut session: Session,
+        greet: bool,
+    ) -> Next {
+        let shard = self.shard;
+        let remote = self.peer.remote;
+        let ip = remote.ip();
+        let host = &self.config.hostname;
+        let policy = &self.policy;
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut pace = Pace::new(self.settings.pace);
+        let mut out = Vec::with_capacity(1024);
+        if greet {
+            session.greeting(&mut out);
         }
         loop {
-            log_refusals(&mut session, ip);
-            match progress {
-                Progress::NeedMore => break,
-                Progress::Close => {
-                    crate::metrics::count_smtp_syntax_errors(&out);
+            crate::metrics::count_smtp_syntax_errors(&out);
+            if stream.write_all(&out).await.is_err() {
+                return Next::Done;
+            }
+            out.clear();
+            let Some(timeout) = pace.read_timeout(Instant::now(), session.in_data()) else {
+                let what = "(incomplete command line)";
+                timed_out(stream, &mut session, ip, what, host).await;
+                return Next::Done;
+            };
+            let _ = stream.tcp().set_read_timeout(Some(timeout));
+            let wake = futures_lite::future::or(
+                async { Wake::Read(stream.read(&mut buf).await) },
+                async {
+                    shard.shutdown.wait().await;
+                    Wake::Shutdown
+                },
+            )
+            .await;
+            let read = match wake {
+                Wake::Shutdown => {
+                    session.shutting_down(&mut out);
                     let _ = stream.write_all(&out).await;
-                    return;
+                    let _ = stream.flush().await;
+                    return Next::Done;
                 }
-                Progress::Commit(envelope, message) => {
-                    let result = commit(&shard, remote, *envelope, message).await;
-                    let cx = Context {
-                        now: SystemTime::now(),
-                        policy: &policy,
+                Wake::Read(Ok(0)) => {
+                    debug!("smtp {remote}: client closed the connection");
+                    return Next::Done;
+                }
+                Wake::Read(Err(e)) if e.kind() == std::io::ErrorKind::TimedOut => {
+                    let what = if session.partial_command() {
+                        "(incomplete command line)"
+                    } else if session.in_data() {
+                        "(message content)"
+                    } else {
+                        info!("smtp {remote}: timeout");
+                        ""
                     };
-                    progress = session.committed(result, &cx, &mut out);
+                    timed_out(stream, &mut session, ip, what, host).await;
+                    return Next::Done;
+                }
+                Wake::Read(Err(e)) => {
+                    debug!("smtp {remote}: read error: {e}");
+                    return Next::Done;
+                }
+                Wake::Read(Ok(n)) => n,
+            };
+            let cx = Context {
+                now: SystemTime::now(),
+                policy,
+            };
+            let mut progress = session.receive(&buf[..read], &cx, &mut out);
+            if progress == Progress::NeedMore
+                && pace.after_read(
+                    Instant::now(),
+                    read,
+                    session.partial_command(),
+                    session.in_data(),
+                ) == PaceVerdict::TooSlow
+            {
+                let reply = reply::data_too_slow(host);
+                refusals::log(ip, "(message content)", &reply);
+                reply.write_to(&mut out);
+                let _ = stream.write_all(&out).await;
+                let _ = stream.flush().await;
+                return Next::Done;
+            }
+            loop {
+                log_refusals(&mut session, ip);
+                match progress {
+                    Progress::NeedMore => break,
+                    Progress::Close => {
+                        crate::metrics::count_smtp_syntax_errors(&out);
+                        let _ = stream.write_all(&out).await;
+                        let _ = stream.flush().await;
+                        let _ = stream.close().await;
+                        return Next::Done;
+                    }
+                    Progress::StartTls => {
+                        if stream.write_all(&out).await.is_err() || stream.flush().await.is_err() {
+                            return Next::Done;
+                        }
+                        return Next::StartTls;
+                    }
+                    Progress::Authenticate(credentials) => {
+                        let outcome = authenticate(self.settings, ip, credentials).await;
+                        let cx = Context {
+                            now: SystemTime::now(),
+                            policy,
+                        };
+                        progress = session.auth_checked(outcome, &cx, &mut out);
+                    }
+                    Progress::Commit(envelope, message) => {
+                        let user = session.authenticated_user();
+                        let result = commit(shard, remote, user, *envelope, message).await;
+                        let cx = Context {
+                            now: SystemTime::now(),
+                            policy,
+                        };
+                        progress = session.committed(result, &cx, &mut out);
+                    }
                 }
             }
         }
     }
 }
 
+/// Checks SMTP AUTH credentials off the shard, as POP3 does: the server-wide failed-login
+/// limiter first, the password check on the blocking pool, one log line, and the fixed delay
+/// before any failure is answered (a blocked client gets the same reply and delay).
+async fn authenticate(
+    settings: &SmtpSettings,
+    ip: IpAddr,
+    credentials: Credentials,
+) -> CheckOutcome {
+    let Some(auth) = &settings.auth else {
+        return CheckOutcome::TempFail;
+    };
+    let Credentials {
+        user,
+        password,
+        mechanism,
+    } = credentials;
+    let blocked = auth.limiter.is_blocked(ip, &user, Instant::now());
+    let outcome = if blocked {
+        CheckOutcome::Rejected
+    } else {
+        let checker = auth.checker.clone();
+        let u = user.clone();
+        match auth.pool.try_run(move || checker.check(&u, &password)) {
+            Ok(checked) => checked.await.unwrap_or(CheckOutcome::TempFail),
+            Err(e) => {
+                warn!("smtp {ip}: login of {user:?} not checked: {e}");
+                CheckOutcome::TempFail
+            }
+        }
+    };
+    let logged = match outcome {
+        CheckOutcome::Accepted => Ok(()),
+        CheckOutcome::Rejected if blocked => Err(LoginFailure::RateLimited),
+        CheckOutcome::Rejected => Err(LoginFailure::BadCredentials),
+        CheckOutcome::TempFail => Err(LoginFailure::Temporary),
+    };
+    log_login("smtp", ip, mechanism.as_str(), &user, logged);
+    if outcome == CheckOutcome::Rejected {
+        auth.limiter.record_failure(ip, &user, Instant::now());
+    }
+    if outcome != CheckOutcome::Accepted {
+        glommio::timer::sleep(auth.failure_delay).await;
+    }
+    outcome
+}
+
 /// A read timed out (or a command line ran out of time): 421 4.4.2 and close. `what` names
 /// what was being waited for when that is worth a refusal line; empty for a plain idle client.
-async fn timed_out(
-    stream: &mut TcpStream,
+async fn timed_out<S: SmtpStream>(
+    stream: &mut S,
     session: &mut Session,
     ip: IpAddr,
     what: &str,
@@ -306,6 +580,7 @@ async fn timed_out(
     let mut out = Vec::new();
     session.timeout(&mut out);
     let _ = stream.write_all(&out).await;
+    let _ = stream.flush().await;
 }
 
 /// Makes a message durable, then starts its delivery. Returns the queue id for the 250 reply,
@@ -313,16 +588,19 @@ async fn timed_out(
 async fn commit(
     shard: &Rc<SmtpShard>,
     remote: std::net::SocketAddr,
+    user: Option<&str>,
     envelope: crate::envelope::Envelope,
     message: Vec<u8>,
 ) -> Result<String, String> {
     match shard.queue.commit(&envelope, &message).await {
         Ok(id) => {
+            let login = user.map(|u| format!(", user \"{}\"", u.escape_debug()));
             info!(
-                "new msg {id}: from <{}> via {remote}, {} bytes, {} recipients",
+                "new msg {id}: from <{}> via {remote}, {} bytes, {} recipients{}",
                 envelope.sender,
                 message.len(),
-                envelope.recipients.len()
+                envelope.recipients.len(),
+                login.unwrap_or_default()
             );
             crate::metrics::message_accepted(crate::metrics::Source::Smtp, message.len());
             shard.scheduler.submit(id, envelope, message);

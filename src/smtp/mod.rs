@@ -22,18 +22,22 @@ pub mod connection;
 mod data;
 mod received;
 pub mod reply;
+pub mod sasl;
 mod session;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tls_auth_tests;
 
 pub use command::{Command, CommandError, MailFrom, RcptTo, parse_command};
 pub use data::{DataFindings, DataScanner, has_long_line};
-pub use received::{Protocol, count_hops, received_header};
+pub use received::{Protocol, TraceDetails, count_hops, received_header, received_header_with};
 pub use reply::Reply;
 pub use session::Session;
 
 use std::net::SocketAddr;
+use std::rc::Rc;
 use std::time::SystemTime;
 
 /// What one SMTP listener enforces and announces. Plain data, validated by the config layer.
@@ -110,6 +114,37 @@ pub trait RecipientPolicy {
     }
 }
 
+/// The negotiated TLS parameters, for the `Received:` header (RFC 3848 says only that the
+/// protocol is ESMTPS; the version and cipher are a comment, as other MTAs add them).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsInfo {
+    /// `TLS1_2` or `TLS1_3`.
+    pub version: String,
+    /// The IANA cipher suite name, e.g. `TLS13_AES_256_GCM_SHA384`.
+    pub cipher: String,
+}
+
+/// What the driver knows about one connection that the protocol needs: TLS, AUTH, submission.
+/// The default is a plain port-25 session without STARTTLS or AUTH.
+#[derive(Debug, Clone, Default)]
+pub struct SessionOptions {
+    /// A certificate is configured, so STARTTLS is offered while the session is plaintext.
+    pub starttls: bool,
+    /// The connection is under TLS (SMTPS, or after STARTTLS).
+    pub tls: Option<TlsInfo>,
+    /// AUTH is offered: a password checker exists and the connection is under TLS, or this
+    /// client may send passwords in the clear (`submission.allow_plaintext_auth`).
+    pub auth: bool,
+    /// AUTH would be offered under TLS: a cleartext AUTH gets 538 5.7.11 (RFC 4954 6), not 503.
+    pub auth_after_starttls: bool,
+    /// Message submission (RFC 6409 4.3): MAIL needs a successful AUTH first (530 5.7.0).
+    pub require_auth: bool,
+    /// An authenticated client may use only sender addresses it owns (553 5.7.1): the login
+    /// name itself, or, for a login without `@`, that local part at one of `local_domains`.
+    pub sender_login_match: bool,
+    pub local_domains: Rc<[String]>,
+}
+
 /// The answer of a [`RecipientPolicy`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RcptVerdict {
@@ -147,4 +182,10 @@ pub enum Progress {
     Commit(Box<crate::envelope::Envelope>, Vec<u8>),
     /// Write `out`, then close the connection (after QUIT, 421, too many errors...).
     Close,
+    /// Write `out` (the 220 to STARTTLS), run the TLS handshake, then serve the connection with
+    /// a new session: RFC 3207 4.2 says every state from before is forgotten. This session is
+    /// finished.
+    StartTls,
+    /// Check these credentials (RFC 4954 AUTH), then call `auth_checked` with the outcome.
+    Authenticate(sasl::Credentials),
 }

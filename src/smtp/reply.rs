@@ -248,6 +248,80 @@ pub fn too_many_from_ip(host: &str) -> Reply {
     )
 }
 
+/// The EHLO reply with STARTTLS (RFC 3207) and AUTH (RFC 4954) added as the session allows.
+pub fn ehlo_with(host: &str, max_size: usize, starttls: bool, auth: Option<&str>) -> Reply {
+    let mut reply = ehlo(host, max_size);
+    let text = reply.text.to_mut();
+    if starttls {
+        text.push_str("\nSTARTTLS");
+    }
+    if let Some(mechanisms) = auth {
+        text.push_str("\nAUTH ");
+        text.push_str(mechanisms);
+    }
+    reply
+}
+
+// STARTTLS (RFC 3207).
+pub const READY_FOR_TLS: Reply = Reply::fixed(220, "2.0.0", "Ready to start TLS");
+pub const TLS_NOT_OFFERED: Reply = Reply::fixed(502, "5.5.1", "Error: STARTTLS not available");
+pub const TLS_ALREADY_ACTIVE: Reply = Reply::fixed(503, "5.5.1", "Error: TLS already active");
+/// CVE-2011-0411: plaintext after STARTTLS would be read as if it came under TLS.
+pub const PIPELINED_STARTTLS: Reply = Reply::fixed(
+    554,
+    "5.5.1",
+    "Error: STARTTLS must be the last command in a pipeline",
+);
+pub const TRANSACTION_IN_PROGRESS: Reply =
+    Reply::fixed(503, "5.5.1", "Error: MAIL transaction in progress");
+
+// AUTH (RFC 4954).
+/// An empty `text` is sent as `334 ` (RFC 4954 4: the space is required).
+pub fn auth_challenge(challenge: &'static str) -> Reply {
+    Reply {
+        code: 334,
+        enhanced: None,
+        text: Cow::Borrowed(challenge),
+    }
+}
+pub const AUTH_OK: Reply = Reply::fixed(235, "2.7.0", "Authentication successful");
+/// The same reply for a wrong password, an unknown user and a rate-limited client.
+pub const AUTH_FAILED: Reply = Reply::fixed(535, "5.7.8", "Error: authentication failed");
+pub const AUTH_TEMP_FAILED: Reply = Reply::fixed(
+    454,
+    "4.7.0",
+    "Temporary authentication failure, try again later",
+);
+pub const AUTH_NOT_OFFERED: Reply = Reply::fixed(503, "5.5.1", "Error: authentication not enabled");
+pub const AUTH_NEEDS_TLS: Reply = Reply::fixed(
+    538,
+    "5.7.11",
+    "Error: encryption required for authentication (STARTTLS first)",
+);
+pub const ALREADY_AUTHENTICATED: Reply = Reply::fixed(503, "5.5.1", "Error: already authenticated");
+pub const UNKNOWN_MECHANISM: Reply =
+    Reply::fixed(504, "5.5.4", "Error: unsupported authentication mechanism");
+pub const AUTH_CANCELLED: Reply = Reply::fixed(501, "5.0.0", "Error: authentication cancelled");
+pub const AUTH_BAD_BASE64: Reply =
+    Reply::fixed(501, "5.5.2", "Error: cannot decode the response (base64)");
+pub const AUTH_MALFORMED: Reply =
+    Reply::fixed(501, "5.5.2", "Error: malformed authentication response");
+/// RFC 6409 4.3 / RFC 4954 6.
+pub const AUTH_REQUIRED: Reply = Reply::fixed(530, "5.7.0", "Error: authentication required");
+
+/// Postfix's `reject_sender_login_mismatch`, with the reason in the text.
+pub fn sender_not_owned(address: &str, user: &str) -> Reply {
+    Reply::owned(
+        553,
+        "5.7.1",
+        format!(
+            "<{}>: Sender address rejected: not owned by user {}",
+            clean(address),
+            clean(user)
+        ),
+    )
+}
+
 // Abuse defences (crate::abuse).
 /// RFC 2920 §3.1: DATA must be the last command of a group; text sent before the 354 is a
 /// client that does not wait for replies (Postfix's smtpd_forbid_unauth_pipelining).
@@ -332,6 +406,14 @@ mod tests {
                 "250-mx\r\n250-PIPELINING\r\n250-SIZE 100\r\n250-8BITMIME\r\n\
                  250-ENHANCEDSTATUSCODES\r\n250-SMTPUTF8\r\n250 CHUNKING\r\n",
             ),
+            (
+                ehlo_with("mx", 100, true, Some("PLAIN LOGIN")),
+                "250-mx\r\n250-PIPELINING\r\n250-SIZE 100\r\n250-8BITMIME\r\n\
+                 250-ENHANCEDSTATUSCODES\r\n250-SMTPUTF8\r\n250-CHUNKING\r\n\
+                 250-STARTTLS\r\n250 AUTH PLAIN LOGIN\r\n",
+            ),
+            (auth_challenge(""), "334 \r\n"),
+            (READY_FOR_TLS, "220 2.0.0 Ready to start TLS\r\n"),
         ];
         for (reply, wire) in cases {
             assert_eq!(reply.to_wire(), *wire);

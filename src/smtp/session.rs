@@ -9,17 +9,25 @@
 //! ```
 //!
 //! RSET and a new EHLO/HELO go back to ExpectMail from anywhere; QUIT, 421 and the limits go to
-//! Closed. Input is taken whole on every call; a partial command line (at most 512 octets) and
+//! Closed.
+//!
+//! ```text
+//! ExpectMail --AUTH--> ExpectAuthResponse --credentials--> ExpectAuthChecked --auth_checked()--> ExpectMail
+//! ExpectHelo/ExpectMail --STARTTLS--> Closed (Progress::StartTls: the driver starts a new session)
+//! ```
+//! Input is taken whole on every call; a partial command line (at most 512 octets) and
 //! anything pipelined after a completed message stay buffered here.
 
 use std::rc::Rc;
 
 use super::command::{Command, CommandError, MailFrom, RcptTo, parse_command};
 use super::data::{DataFindings, DataScanner, has_long_line};
-use super::received::{Protocol, count_hops, received_header};
+use super::received::{Protocol, TraceDetails, count_hops, received_header_with};
 use super::reply::{self, Reply};
-use super::{Context, LongLines, PeerInfo, Progress, RcptVerdict, SmtpConfig};
+use super::sasl::{self, Mechanism, SaslError, Step};
+use super::{Context, LongLines, PeerInfo, Progress, RcptVerdict, SessionOptions, SmtpConfig};
 use crate::abuse::refusals::Refusal;
+use crate::auth::CheckOutcome;
 use crate::clock::unix_seconds;
 use crate::envelope::Envelope;
 
@@ -52,6 +60,10 @@ enum State {
     ExpectBdat,
     /// The driver's answer to a Commit.
     ExpectCommitted,
+    /// The client's next line of a SASL exchange (RFC 4954 4).
+    ExpectAuthResponse(sasl::Exchange),
+    /// The driver's answer to an Authenticate: the password check for `user`.
+    ExpectAuthChecked { user: String },
     /// Nothing: the connection is over.
     Closed,
 }
@@ -90,6 +102,10 @@ pub struct Session {
     skipping_line: bool,
     errors: usize,
     commands: usize,
+    /// TLS, AUTH and submission settings for this connection.
+    options: SessionOptions,
+    /// The login name after a successful AUTH (RFC 4954); `peer.authenticated` is then set.
+    user: Option<String>,
     /// Refusals not yet taken by the driver (which logs them: `crate::abuse::refusals`).
     refusals: Vec<Refusal>,
     /// The reply refusing the command line being handled, recorded with its line afterwards.
@@ -100,7 +116,18 @@ pub struct Session {
 
 impl Session {
     pub fn new(config: Rc<SmtpConfig>, peer: PeerInfo) -> Session {
+        Session::with_options(config, peer, SessionOptions::default())
+    }
+
+    /// A session with STARTTLS, AUTH or submission rules (see [`SessionOptions`]).
+    pub fn with_options(
+        config: Rc<SmtpConfig>,
+        peer: PeerInfo,
+        options: SessionOptions,
+    ) -> Session {
         Session {
+            options,
+            user: None,
             config,
             peer,
             state: State::ExpectHelo,
@@ -180,6 +207,40 @@ impl Session {
         self.close_with(reply::shutting_down(&self.config.hostname), out);
     }
 
+    /// The password check of the last `Authenticate` is done: 235 and the client may relay, or
+    /// 535/454. Then carries on with buffered input.
+    pub fn auth_checked(
+        &mut self,
+        outcome: CheckOutcome,
+        cx: &Context,
+        out: &mut Vec<u8>,
+    ) -> Progress {
+        let State::ExpectAuthChecked { user } =
+            std::mem::replace(&mut self.state, State::ExpectMail)
+        else {
+            return self.resume(cx, out);
+        };
+        match outcome {
+            CheckOutcome::Accepted => {
+                reply::AUTH_OK.write_to(out);
+                self.peer.authenticated = true;
+                self.user = Some(user);
+            }
+            CheckOutcome::Rejected => {
+                if let Some(progress) = self.error(reply::AUTH_FAILED, out) {
+                    return progress;
+                }
+            }
+            CheckOutcome::TempFail => reply::AUTH_TEMP_FAILED.write_to(out),
+        }
+        self.resume(cx, out)
+    }
+
+    /// The login name, once AUTH succeeded.
+    pub fn authenticated_user(&self) -> Option<&str> {
+        self.user.as_deref()
+    }
+
     /// Whether message content is being read (the driver uses the longer data timeout).
     pub fn in_data(&self) -> bool {
         matches!(self.state, State::ExpectBody(_) | State::ExpectChunk { .. })
@@ -221,7 +282,9 @@ impl Session {
         loop {
             match &mut self.state {
                 State::Closed => return (buf.len(), Progress::Close),
-                State::ExpectCommitted => return (pos, Progress::NeedMore),
+                State::ExpectCommitted | State::ExpectAuthChecked { .. } => {
+                    return (pos, Progress::NeedMore);
+                }
                 State::ExpectBody(scanner) => {
                     let (used, done) = scanner.scan(&buf[pos..], &mut self.tx.message);
                     pos += used;
@@ -274,13 +337,22 @@ impl Session {
                             self.line_has_followers = pos < buf.len();
                             let line = &rest[..i];
                             let line = line.strip_suffix(b"\r").unwrap_or(line);
-                            let progress = self.command(line, cx, out);
-                            self.record_refusal(line);
-                            progress
+                            if matches!(self.state, State::ExpectAuthResponse(_)) {
+                                // A SASL response: never recorded, it holds the password.
+                                self.auth_response(line, out)
+                            } else {
+                                let progress = self.command(line, cx, out);
+                                self.record_refusal(without_credentials(line));
+                                progress
+                            }
                         }
                         None if rest.len() >= MAX_COMMAND_LINE => {
                             // RFC 5321 4.5.3.1.4; the tail of the line is not a command.
                             self.skipping_line = true;
+                            if matches!(self.state, State::ExpectAuthResponse(_)) {
+                                // An overlong SASL response ends the exchange.
+                                self.state = State::ExpectMail;
+                            }
                             self.error(reply::LINE_TOO_LONG, out)
                         }
                         None => return (pos, Progress::NeedMore),
@@ -337,6 +409,120 @@ impl Session {
                 reply::HELP.write_to(out);
                 None
             }
+            Command::StartTls => self.starttls(out),
+            Command::Auth { mechanism, initial } => self.auth(&mechanism, initial.as_deref(), out),
+        }
+    }
+
+    /// RFC 3207 4: 220, then the driver runs the handshake and starts a new session.
+    fn starttls(&mut self, out: &mut Vec<u8>) -> Option<Progress> {
+        if self.options.tls.is_some() {
+            return self.error(reply::TLS_ALREADY_ACTIVE, out);
+        }
+        if !self.options.starttls {
+            return self.error(reply::TLS_NOT_OFFERED, out);
+        }
+        if !matches!(self.state, State::ExpectHelo | State::ExpectMail) {
+            return self.error(reply::TRANSACTION_IN_PROGRESS, out);
+        }
+        if self.line_has_followers {
+            // CVE-2011-0411: whatever came with STARTTLS was sent in the clear and must never be
+            // taken as if it arrived under TLS. Refused; the session stays plaintext.
+            return self.error(reply::PIPELINED_STARTTLS, out);
+        }
+        reply::READY_FOR_TLS.write_to(out);
+        self.state = State::Closed;
+        self.pending = Vec::new();
+        Some(Progress::StartTls)
+    }
+
+    /// RFC 4954 4: AUTH starts a SASL exchange; only after EHLO, outside a transaction, once.
+    fn auth(
+        &mut self,
+        mechanism: &str,
+        initial: Option<&str>,
+        out: &mut Vec<u8>,
+    ) -> Option<Progress> {
+        if !self.options.auth {
+            let reply = if self.options.auth_after_starttls {
+                reply::AUTH_NEEDS_TLS
+            } else {
+                reply::AUTH_NOT_OFFERED
+            };
+            // Logged as a refusal (without the initial response: see `without_credentials`).
+            self.refusing = Some(reply.clone());
+            return self.error(reply, out);
+        }
+        match self.state {
+            State::ExpectMail if self.greeting.as_ref().is_some_and(|g| g.esmtp) => {}
+            State::ExpectHelo | State::ExpectMail => return self.error(reply::NEED_HELO, out),
+            _ => return self.error(reply::TRANSACTION_IN_PROGRESS, out),
+        }
+        if self.peer.authenticated {
+            return self.error(reply::ALREADY_AUTHENTICATED, out);
+        }
+        let Some(mechanism) = Mechanism::parse(mechanism) else {
+            return self.error(reply::UNKNOWN_MECHANISM, out);
+        };
+        let (exchange, step) = sasl::Exchange::start(mechanism, initial);
+        self.state = State::ExpectAuthResponse(exchange);
+        self.auth_step(step, out)
+    }
+
+    /// One client line of a SASL exchange.
+    fn auth_response(&mut self, line: &[u8], out: &mut Vec<u8>) -> Option<Progress> {
+        let State::ExpectAuthResponse(exchange) = &mut self.state else {
+            return None;
+        };
+        let step = exchange.step(line);
+        self.auth_step(step, out)
+    }
+
+    fn auth_step(&mut self, step: Step, out: &mut Vec<u8>) -> Option<Progress> {
+        match step {
+            Step::Challenge(challenge) => {
+                reply::auth_challenge(challenge).write_to(out);
+                None
+            }
+            Step::Done(credentials) => {
+                self.state = State::ExpectAuthChecked {
+                    user: credentials.user.clone(),
+                };
+                Some(Progress::Authenticate(credentials))
+            }
+            Step::Failed(e) => {
+                self.state = State::ExpectMail;
+                let reply = match e {
+                    SaslError::Cancelled => reply::AUTH_CANCELLED,
+                    SaslError::BadBase64 => reply::AUTH_BAD_BASE64,
+                    SaslError::Malformed => reply::AUTH_MALFORMED,
+                };
+                self.error(reply, out)
+            }
+        }
+    }
+
+    /// Whether the logged-in user may use `sender` (see [`SessionOptions::sender_login_match`]).
+    fn owns_sender(&self, sender: &str) -> bool {
+        let Some(user) = &self.user else {
+            return true;
+        };
+        if sender.is_empty() || sender.eq_ignore_ascii_case(user) {
+            return true;
+        }
+        if user.contains('@') {
+            return false;
+        }
+        match sender.rsplit_once('@') {
+            Some((local, domain)) => {
+                local.eq_ignore_ascii_case(user)
+                    && self
+                        .options
+                        .local_domains
+                        .iter()
+                        .any(|d| d.eq_ignore_ascii_case(domain))
+            }
+            None => false,
         }
     }
 
@@ -347,7 +533,9 @@ impl Session {
         self.greeting = Some(Greeting { name, esmtp });
         let host = &self.config.hostname;
         if esmtp {
-            reply::ehlo(host, self.config.max_message_size)
+            let starttls = self.options.starttls && self.options.tls.is_none();
+            let auth = self.options.auth.then_some(sasl::OFFERED);
+            reply::ehlo_with(host, self.config.max_message_size, starttls, auth)
         } else {
             reply::helo(host)
         }
@@ -360,6 +548,14 @@ impl Session {
             State::ExpectMail => {}
             State::ExpectHelo => return self.error(reply::NEED_HELO, out),
             _ => return self.error(reply::NESTED_MAIL, out),
+        }
+        if self.options.require_auth && !self.peer.authenticated {
+            return self.error(reply::AUTH_REQUIRED, out);
+        }
+        if self.options.sender_login_match && !self.owns_sender(&mail.address) {
+            let user = self.user.as_deref().unwrap_or_default();
+            reply::sender_not_owned(&mail.address, user).write_to(out);
+            return None;
         }
         let esmtp = self.greeting.as_ref().is_some_and(|g| g.esmtp);
         if mail.has_params && !esmtp {
@@ -530,20 +726,26 @@ impl Session {
             Some(g) => (g.name.as_str(), g.esmtp),
             None => ("unknown", false),
         };
-        let protocol = match (esmtp, self.tx.smtputf8) {
-            (false, _) => Protocol::Smtp,
-            (true, false) => Protocol::Esmtp,
-            (true, true) => Protocol::Utf8Smtp,
-        };
+        let protocol = Protocol::for_session(
+            esmtp,
+            self.tx.smtputf8,
+            self.options.tls.is_some(),
+            self.peer.authenticated,
+        );
         let single = match self.tx.recipients.as_slice() {
             [one] => Some(one.as_str()),
             _ => None,
         };
-        let header = received_header(
+        let details = TraceDetails {
+            tls: self.options.tls.as_ref(),
+            user: self.user.as_deref(),
+        };
+        let header = received_header_with(
             helo,
             self.peer.remote.ip(),
             &self.config.hostname,
             protocol,
+            details,
             single,
             cx.now,
         );
@@ -624,6 +826,22 @@ impl Session {
         self.tx = Transaction::default();
         Progress::Close
     }
+}
+
+/// An AUTH command line as it may be logged: its initial response (credentials) cut off.
+fn without_credentials(line: &[u8]) -> &[u8] {
+    let is_auth = line
+        .get(..5)
+        .is_some_and(|head| head.eq_ignore_ascii_case(b"AUTH "));
+    if !is_auth {
+        return line;
+    }
+    let after_verb = &line[5..];
+    let mechanism_end = after_verb
+        .iter()
+        .position(|&b| b == b' ')
+        .map_or(line.len(), |i| 5 + i);
+    &line[..mechanism_end]
 }
 
 fn command_error_reply(error: CommandError) -> Reply {

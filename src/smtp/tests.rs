@@ -100,6 +100,9 @@ fn play(config: SmtpConfig, chunks: &[&[u8]], fail_queue: bool) -> Transcript {
                     };
                     progress = session.committed(result, &cx, &mut out);
                 }
+                Progress::StartTls | Progress::Authenticate(_) => {
+                    unreachable!("no TLS or AUTH without SessionOptions")
+                }
             }
         }
         if closed {
@@ -177,7 +180,7 @@ fn replies_to_every_command_and_error() {
          format!("{EHLO}{SENDER_OK}{EHLO}503 5.5.1 Error: need MAIL command\r\n")),
         // Syntax errors.
         ("FOO\r\n".into(), "500 5.5.2 Error: command not recognized\r\n".into()),
-        ("STARTTLS\r\n".into(), "500 5.5.2 Error: command not recognized\r\n".into()),
+        ("STARTTLS\r\n".into(), "502 5.5.1 Error: STARTTLS not available\r\n".into()),
         ("EHLO\r\n".into(), "501 5.5.4 Syntax: EHLO hostname\r\n".into()),
         ("EHLO c.test\r\nMAIL FROM:<a b>\r\n".into(),
          format!("{EHLO}501 5.1.7 Error: bad sender address syntax\r\n")),

@@ -25,6 +25,10 @@ pub struct Server {
     pub smtp: SocketAddr,
     pub pop3: Option<SocketAddr>,
     pub pop3s: Option<SocketAddr>,
+    pub smtps: Option<SocketAddr>,
+    pub submission: Option<SocketAddr>,
+    /// The lines the server printed on stdout while starting.
+    pub startup: Vec<String>,
     /// A test directory this server owns (see [`Server::start_owning`]); removed after the
     /// server is stopped, since fields drop after `Drop::drop`.
     owned_dir: Option<TestDir>,
@@ -138,6 +142,9 @@ impl Server {
         let mut smtp = None;
         let mut pop3 = None;
         let mut pop3s = None;
+        let mut smtps = None;
+        let mut submission = None;
+        let mut startup = Vec::new();
         let mut http = None;
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
@@ -150,12 +157,17 @@ impl Server {
                     panic!("ringmail did not announce itself; log:\n{log}");
                 }
             };
+            startup.push(line.clone());
             if let Some(addr) = line.strip_prefix("ringmail: smtp listening on ") {
                 smtp = Some(addr.parse().unwrap());
             } else if let Some(addr) = line.strip_prefix("ringmail: pop3 listening on ") {
                 pop3 = Some(addr.parse().unwrap());
             } else if let Some(addr) = line.strip_prefix("ringmail: pop3s listening on ") {
                 pop3s = Some(addr.parse().unwrap());
+            } else if let Some(addr) = line.strip_prefix("ringmail: smtps listening on ") {
+                smtps = Some(addr.parse().unwrap());
+            } else if let Some(addr) = line.strip_prefix("ringmail: submission listening on ") {
+                submission = Some(addr.parse().unwrap());
             } else if let Some(addr) = line.strip_prefix("ringmail: http listening on ") {
                 http = Some(addr.parse().unwrap());
             } else if line.starts_with("ringmail: queue in ") {
@@ -169,6 +181,9 @@ impl Server {
             smtp: smtp.expect("smtp address announced"),
             pop3,
             pop3s,
+            smtps,
+            submission,
+            startup,
             owned_dir: None,
             http,
         }
@@ -275,6 +290,21 @@ impl Server {
             .arg(&self.config_path)
             .output()
             .unwrap()
+    }
+
+    /// Adds a user to the built-in password database with `ringmail passwd add`.
+    pub fn add_user(&self, address: &str, password: &str) {
+        let mut add = Command::new(BIN)
+            .args(["passwd", "add", address, "--config"])
+            .arg(&self.config_path)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut stdin = add.stdin.take().unwrap();
+        stdin.write_all(format!("{password}\n").as_bytes()).unwrap();
+        drop(stdin);
+        assert!(add.wait().unwrap().success(), "passwd add {address}");
     }
 
     /// A raw connection for bad-input tests, past the greeting (which is returned).

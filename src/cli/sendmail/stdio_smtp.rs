@@ -130,7 +130,9 @@ pub fn run(config: &Config, socket: &Path) -> ExitCode {
         loop {
             match progress {
                 Progress::NeedMore => break,
-                Progress::Close => {
+                // -bs offers neither STARTTLS nor AUTH (Session::new), so the session never
+                // asks for either; were it to, ending the session is the safe answer.
+                Progress::Close | Progress::StartTls | Progress::Authenticate(_) => {
                     let _ = stdout.write_all(&out).and_then(|()| stdout.flush());
                     return ExitCode::SUCCESS;
                 }

@@ -4,10 +4,9 @@
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{CryptoProvider, aws_lc_rs, verify_tls12_signature, verify_tls13_signature};
+use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
-use std::fs::File;
-use std::io::BufReader;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -22,8 +21,8 @@ pub fn verified(extra_ca_file: Option<&Path>) -> Result<Arc<ClientConfig>, Strin
         roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
     };
     if let Some(path) = extra_ca_file {
-        let file = File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let certs = rustls_pemfile::certs(&mut BufReader::new(file))
+        let text = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let certs = CertificateDer::pem_slice_iter(&text)
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| format!("{}: {e}", path.display()))?;
         if certs.is_empty() {
