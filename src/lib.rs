@@ -23,6 +23,7 @@ pub mod delivery;
 pub mod dns;
 pub mod durable_dir;
 pub mod envelope;
+pub mod local;
 pub mod logging;
 pub mod mailbox;
 pub mod pop3;

@@ -160,6 +160,16 @@ pub struct LocalSection {
     pub unknown_users: UnknownUsers,
     /// Extra known users (full addresses), for `unknown_users = "reject"`.
     pub users: Vec<String>,
+    /// What separates a user from an address extension (`bob-news` with `-`, qmail's; or
+    /// `bob+news` with `+`): `.qmail-news`, `.qmail-default` and `EXT` follow it.
+    pub extension_separator: String,
+    /// Seconds a `|program` delivery may run before it is killed (a temporary failure).
+    pub program_timeout_secs: u64,
+    /// Seconds an mbox delivery waits for another process's lock before it defers.
+    pub mbox_lock_timeout_secs: u64,
+    /// Threads (shared by all shards) for local work that blocks: `.qmail` files, mbox
+    /// appends, programs.
+    pub delivery_threads: usize,
 }
 
 impl Default for LocalSection {
@@ -169,6 +179,10 @@ impl Default for LocalSection {
             mail_root: "mail".into(),
             unknown_users: UnknownUsers::Accept,
             users: Vec::new(),
+            extension_separator: "-".into(),
+            program_timeout_secs: 3600,
+            mbox_lock_timeout_secs: 30,
+            delivery_threads: 8,
         }
     }
 }

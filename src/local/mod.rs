@@ -1,0 +1,31 @@
+//! qmail-style local delivery: `.qmail` delivery instructions (Maildir, mbox, forward and
+//! program lines), extension addresses, and where the instructions come from.
+//!
+//! - `dotqmail`: the `.qmail` file format, parsed without I/O.
+//! - `extension`: which `.qmail-ext` files answer an extension address, and `EXT`...
+//! - `instructions`: finding a virtual mailbox's instruction file under the mail root.
+//! - `deliver`: one recipient's delivery, line after line, with per-line progress.
+//! - `checkpoint`: that progress, durable, so a retry does not repeat finished lines.
+//! - `mbox`: appending to an mbox file under `fcntl` and `flock` locks.
+//! - `program`: running a `|command` line with qmail's environment and exit codes.
+//! - `loops`: the Delivered-To loop check, read with mail-parser.
+
+pub mod checkpoint;
+pub mod deliver;
+pub mod dotqmail;
+pub mod extension;
+pub mod instructions;
+pub mod loops;
+pub mod mbox;
+pub mod program;
+
+use crate::blocking::BlockingPool;
+
+/// The threads every shard's local deliveries share for blocking work: reading instruction
+/// files, mbox appends, programs, progress records. Started once, on the first call; `threads`
+/// is `[local] delivery_threads`.
+pub fn local_pool(threads: usize) -> BlockingPool {
+    static POOL: std::sync::OnceLock<BlockingPool> = std::sync::OnceLock::new();
+    POOL.get_or_init(|| BlockingPool::new("ringmail-local", threads, 4096))
+        .clone()
+}
