@@ -92,6 +92,17 @@ Prints `FILE: ok` and a summary, or the first error with its file, line and key,
     /// Manage the built-in POP3 user database (<data_dir>/passwd).
     #[command(subcommand)]
     Passwd(PasswdCommand),
+
+    /// Internal: the privileged local-delivery helper the server starts for system users.
+    #[command(hide = true)]
+    LocalHelper {
+        /// Do one request from stdin as the ids we were started with, then exit.
+        #[arg(long)]
+        run_one: bool,
+        /// The lowest uid the helper delivers as.
+        #[arg(long, default_value_t = 1000)]
+        min_uid: u32,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -227,6 +238,20 @@ impl ConfigArg {
 pub fn run(cli: Cli) -> ExitCode {
     let outcome = match cli.command {
         Command::Serve(arg) => serve::run(&arg),
+        Command::LocalHelper { run_one, min_uid } => {
+            let done = if run_one {
+                crate::local::helper::run_one()
+            } else {
+                crate::local::helper::serve(min_uid)
+            };
+            return match done {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("ringmail local-helper: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
         Command::CheckConfig { file } => check_config::run(&file),
         Command::Queue(QueueCommand::Stat(arg)) => queue::stat(&arg),
         Command::Queue(QueueCommand::List(arg)) => queue::list(&arg),

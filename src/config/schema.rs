@@ -170,6 +170,12 @@ pub struct LocalSection {
     /// Threads (shared by all shards) for local work that blocks: `.qmail` files, mbox
     /// appends, programs.
     pub delivery_threads: usize,
+    /// Deliver to the accounts of /etc/passwd (uid >= `min_uid`) at every local domain by their
+    /// home `.qmail` files, as those users (needs the server started as root: a small helper
+    /// keeps root to switch to them). Other local parts stay virtual mailboxes.
+    pub system_users: bool,
+    /// The lowest uid that receives mail as a system user (root never does).
+    pub min_uid: u32,
 }
 
 impl Default for LocalSection {
@@ -183,6 +189,8 @@ impl Default for LocalSection {
             program_timeout_secs: 3600,
             mbox_lock_timeout_secs: 30,
             delivery_threads: 8,
+            system_users: false,
+            min_uid: 1000,
         }
     }
 }

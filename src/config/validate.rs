@@ -153,6 +153,12 @@ fn check_values(config: &Config, p: &mut Problems) {
     if local.program_timeout_secs == 0 {
         p.add("local.program_timeout_secs", "must be greater than 0");
     }
+    if local.min_uid == 0 {
+        p.add(
+            "local.min_uid",
+            "must be greater than 0: root never receives mail as a user",
+        );
+    }
     if !(1..=256).contains(&local.delivery_threads) {
         p.add("local.delivery_threads", "must be between 1 and 256");
     }

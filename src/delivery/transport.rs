@@ -76,6 +76,7 @@ impl LocalTransport {
                 .data_dir
                 .join(crate::local::checkpoint::PROGRESS_DIR),
             service_user: service_user_name(),
+            system_users: system_users(config),
         };
         let injector = QueueInjector {
             queue,
@@ -90,6 +91,21 @@ impl LocalTransport {
     /// The messages deliveries have queued since the last call (forwards).
     pub fn take_injected(&self) -> Vec<Injected> {
         std::mem::take(&mut *self.agent.injector.injected.borrow_mut())
+    }
+}
+
+/// The system users, read once from /etc/passwd when `[local] system_users` is on.
+fn system_users(config: &Config) -> Option<Arc<crate::local::users::SystemUsers>> {
+    if !config.local.system_users {
+        return None;
+    }
+    let path = std::path::Path::new("/etc/passwd");
+    match crate::local::users::SystemUsers::load(path, config.local.min_uid) {
+        Ok(users) => Some(Arc::new(users)),
+        Err(e) => {
+            log::error!("local.system_users: cannot read {}: {e}", path.display());
+            Some(Arc::default())
+        }
     }
 }
 

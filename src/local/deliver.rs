@@ -24,8 +24,10 @@ use crate::delivery::maildir;
 use crate::envelope::Envelope;
 use crate::local::dotqmail::{self, Instruction, Instructions};
 use crate::local::extension::{self, Candidate};
+use crate::local::helper::{self, Op, Reply};
 use crate::local::instructions::InstructionIndex;
 use crate::local::program::{self, PROGRAM_PATH, ProgramJob, ProgramOutcome};
+use crate::local::users::{SystemUser, SystemUsers};
 use crate::local::{checkpoint, loops, mbox};
 use crate::relay::owner::OutboundMessage;
 
@@ -42,6 +44,8 @@ pub struct LocalSettings {
     pub progress_dir: PathBuf,
     /// The name of the user the server runs as: `USER` for a virtual mailbox's programs.
     pub service_user: String,
+    /// `[local] system_users`: the accounts whose home `.qmail` files are read (`None`: off).
+    pub system_users: Option<Arc<SystemUsers>>,
 }
 
 /// Puts a new message into the queue (a forward); returns its id, or why it could not.
@@ -72,6 +76,9 @@ struct Found {
     stamp: String,
     /// The qmail environment of the match (`EXT`..., `DEFAULT`).
     env: Vec<(String, String)>,
+    /// The system user every line is delivered as; `None` for a virtual mailbox (delivered
+    /// as the server's own user).
+    user: Option<SystemUser>,
 }
 
 /// What happened to one line.
@@ -106,9 +113,21 @@ impl<I: Injector> LocalAgent<I> {
         if loops::has_delivered_to(&message.body, recipient) {
             return LocalOutcome::Permanent(LOOPING.to_string());
         }
-        let found = match self.find(&local, &domain).await {
-            Ok(found) => found,
-            Err(reason) => return LocalOutcome::Temporary(reason),
+        let system = self
+            .settings
+            .system_users
+            .as_ref()
+            .and_then(|users| users.find(&local, self.settings.separator))
+            .map(|(user, ext)| (user.clone(), ext));
+        let found = match system {
+            Some((user, ext)) => match self.find_system(user, ext).await {
+                Ok(found) => found,
+                Err(outcome) => return outcome,
+            },
+            None => match self.find(&local, &domain).await {
+                Ok(found) => found,
+                Err(reason) => return LocalOutcome::Temporary(reason),
+            },
         };
         self.run_lines(message, index, recipient, &local, &domain, found)
             .await
@@ -163,7 +182,215 @@ impl<I: Injector> LocalAgent<I> {
             instructions,
             stamp: checkpoint::stamp(&contents),
             env,
+            user: None,
         })
+    }
+
+    /// A system user's instructions: `~/.qmail` for the plain address, qmail's extension
+    /// search for `user-ext` (read as the user); no `.qmail` means `./Maildir/`, and an
+    /// extension no file answers does not exist (qmail's #5.1.1).
+    async fn find_system(
+        &self,
+        user: SystemUser,
+        ext: Option<String>,
+    ) -> Result<Found, LocalOutcome> {
+        let candidates = extension::candidates(ext.as_deref(), self.settings.separator);
+        let mut env: Vec<(String, String)> = match &ext {
+            Some(ext) => extension::ext_variables(ext, self.settings.separator)
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect(),
+            None => vec![("EXT".into(), String::new())],
+        };
+        for candidate in candidates {
+            let path = user.home.join(&candidate.file);
+            let op = Op::Read { path: path.clone() };
+            let reply = self.as_user(&user, op).await;
+            match reply.code {
+                0 => {
+                    let contents = reply.text;
+                    let instructions = dotqmail::parse(&contents).map_err(|e| {
+                        LocalOutcome::Temporary(format!(
+                            "Uh-oh: {} is broken: {e}. (#4.7.0)",
+                            candidate.file
+                        ))
+                    })?;
+                    if let Some(default) = candidate.default {
+                        env.push(("DEFAULT".into(), default));
+                    }
+                    let instructions = if instructions.is_empty() {
+                        default_instructions("./Maildir/")
+                    } else {
+                        instructions
+                    };
+                    return Ok(Found {
+                        home: user.home.clone(),
+                        file: Some(path),
+                        instructions,
+                        stamp: checkpoint::stamp(&contents),
+                        env,
+                        user: Some(user),
+                    });
+                }
+                1 => continue,
+                _ => {
+                    log::warn!(
+                        "cannot read {} as {}: {}",
+                        path.display(),
+                        user.name,
+                        String::from_utf8_lossy(&reply.text)
+                    );
+                    return Err(LocalOutcome::Temporary(format!(
+                        "Unable to read the delivery instructions {}. (#4.2.1)",
+                        candidate.file
+                    )));
+                }
+            }
+        }
+        if ext.is_some() {
+            return Err(LocalOutcome::Permanent(
+                "Sorry, no mailbox here by that name. (#5.1.1)".into(),
+            ));
+        }
+        Ok(Found {
+            home: user.home.clone(),
+            file: None,
+            instructions: default_instructions("./Maildir/"),
+            stamp: String::new(),
+            env,
+            user: Some(user),
+        })
+    }
+
+    /// Does `op` as `user`: through the privileged helper, or directly when we already are
+    /// that user. A code 255 reply says it could not be done at all (temporary).
+    async fn as_user(&self, user: &SystemUser, op: Op) -> Reply {
+        let (uid, gid) = (user.uid, user.gid);
+        let done = self
+            .pool
+            .run(move || {
+                if let Some(client) = helper::client() {
+                    return client.call(uid, gid, &op).unwrap_or_else(|e| Reply {
+                        code: 255,
+                        errno: 0,
+                        text: format!("local-delivery helper: {e}").into_bytes(),
+                    });
+                }
+                if nix::unistd::geteuid().as_raw() == uid {
+                    return helper::run_op(op);
+                }
+                Reply {
+                    code: 255,
+                    errno: 0,
+                    text: b"delivery as a system user needs ringmail started as root".to_vec(),
+                }
+            })
+            .await;
+        done.unwrap_or_else(|e| Reply {
+            code: 255,
+            errno: 0,
+            text: e.to_string().into_bytes(),
+        })
+    }
+
+    /// One line for a system user, done as that user.
+    async fn run_line_as(
+        &self,
+        user: &SystemUser,
+        message: &Arc<OutboundMessage>,
+        recipient: &str,
+        local: &str,
+        domain: &str,
+        found: &Found,
+        instruction: &Instruction,
+    ) -> LineResult {
+        let sender = &message.envelope.sender;
+        let prefix = delivery_prefix(sender, recipient);
+        let failed = |reply: &Reply| String::from_utf8_lossy(&reply.text).into_owned();
+        match instruction {
+            Instruction::Maildir(path) => {
+                let dir = resolve(&found.home, path);
+                let op = Op::Maildir {
+                    dir,
+                    hostname: self.settings.hostname.clone(),
+                    contents: maildir::file_contents(prefix.as_bytes(), &message.body),
+                };
+                let reply = self.as_user(user, op).await;
+                match reply.code {
+                    0 => LineResult::Done(failed(&reply)),
+                    1 => {
+                        log::warn!(
+                            "delivery to {recipient} as {}: {}",
+                            user.name,
+                            failed(&reply)
+                        );
+                        LineResult::Permanent(
+                            "Sorry, this mailbox is misconfigured and cannot accept mail. (#5.2.1)"
+                                .into(),
+                        )
+                    }
+                    _ => {
+                        log::warn!(
+                            "delivery to {recipient} as {}: {}",
+                            user.name,
+                            failed(&reply)
+                        );
+                        LineResult::Temporary(errno_reason(
+                            reply.errno as i32,
+                            "Unable to write to the mailbox. (#4.3.0)",
+                        ))
+                    }
+                }
+            }
+            Instruction::Mbox(path) => {
+                let file = resolve(&found.home, path);
+                let op = Op::Mbox {
+                    path: file.clone(),
+                    entry: mbox::entry(
+                        sender,
+                        &asctime_date(now_unix()),
+                        prefix.as_bytes(),
+                        &message.body,
+                    ),
+                    lock_timeout: self.settings.lock_timeout,
+                };
+                let reply = self.as_user(user, op).await;
+                match reply.code {
+                    0 => LineResult::Done(format!("mbox {}", file.display())),
+                    1 => LineResult::Temporary(mbox_reason(&mbox::MboxError::LockTimeout)),
+                    _ => {
+                        log::warn!(
+                            "mbox delivery to {} as {}: {}",
+                            file.display(),
+                            user.name,
+                            failed(&reply)
+                        );
+                        LineResult::Temporary(errno_reason(
+                            reply.errno as i32,
+                            "Unable to write to the mailbox file. (#4.2.1)",
+                        ))
+                    }
+                }
+            }
+            Instruction::Program(command) => {
+                let op = Op::Program {
+                    command: command.clone(),
+                    cwd: found.home.clone(),
+                    env: self.program_env(message, recipient, local, domain, found),
+                    stdin: maildir::file_contents(b"", &message.body),
+                    timeout: self.settings.program_timeout,
+                };
+                let reply = self.as_user(user, op).await;
+                match reply.code {
+                    0 => LineResult::Done("program".into()),
+                    1 => LineResult::DoneStop("program (exit 99: stop)".into()),
+                    2 => LineResult::Permanent(failed(&reply)),
+                    3 => LineResult::Temporary(failed(&reply)),
+                    _ => LineResult::Temporary(format!("{}. (#4.3.0)", failed(&reply))),
+                }
+            }
+            Instruction::Forward(_) => LineResult::Done(String::new()),
+        }
     }
 
     /// Carries out every line of `found`, skipping those a previous attempt finished.
@@ -273,6 +500,11 @@ impl<I: Injector> LocalAgent<I> {
         found: &Found,
         instruction: &Instruction,
     ) -> LineResult {
+        if let Some(user) = &found.user {
+            return self
+                .run_line_as(user, message, recipient, local, domain, found, instruction)
+                .await;
+        }
         let sender = &message.envelope.sender;
         match instruction {
             Instruction::Maildir(path) => {
@@ -361,7 +593,13 @@ impl<I: Injector> LocalAgent<I> {
         let mut env = vec![
             ("PATH".to_string(), PROGRAM_PATH.to_string()),
             ("HOME".into(), found.home.display().to_string()),
-            ("USER".into(), self.settings.service_user.clone()),
+            (
+                "USER".into(),
+                found
+                    .user
+                    .as_ref()
+                    .map_or_else(|| self.settings.service_user.clone(), |u| u.name.clone()),
+            ),
             ("SENDER".into(), sender.clone()),
             ("NEWSENDER".into(), sender.clone()),
             ("RECIPIENT".into(), recipient.to_string()),
@@ -419,11 +657,26 @@ fn default_found(home: &Path, local: &str) -> Found {
     Found {
         home: home.to_path_buf(),
         file: None,
-        instructions: Instructions {
-            lines: vec![(0, Instruction::Maildir(format!("./{local}/Maildir/")))],
-        },
+        instructions: default_instructions(&format!("./{local}/Maildir/")),
         stamp: String::new(),
         env: Vec::new(),
+        user: None,
+    }
+}
+
+/// One Maildir line.
+fn default_instructions(maildir: &str) -> Instructions {
+    Instructions {
+        lines: vec![(0, Instruction::Maildir(maildir.to_string()))],
+    }
+}
+
+/// The reason for a temporary write failure with this errno.
+fn errno_reason(errno: i32, otherwise: &str) -> String {
+    match errno {
+        libc::EDQUOT => "Recipient's mailbox is over quota. (#4.2.2)".into(),
+        libc::ENOSPC => "Mail system is out of disk space. (#4.3.1)".into(),
+        _ => otherwise.into(),
     }
 }
 
@@ -473,13 +726,14 @@ fn qualify(address: &str, domain: &str) -> String {
 }
 
 fn mbox_reason(e: &mbox::MboxError) -> String {
-    match (e, e.errno()) {
-        (mbox::MboxError::LockTimeout, _) => {
+    match e {
+        mbox::MboxError::LockTimeout => {
             "Timeout while waiting for the mailbox lock. (#4.2.0)".into()
         }
-        (_, Some(libc::EDQUOT)) => "Recipient's mailbox is over quota. (#4.2.2)".into(),
-        (_, Some(libc::ENOSPC)) => "Mail system is out of disk space. (#4.3.1)".into(),
-        _ => "Unable to write to the mailbox file. (#4.2.1)".into(),
+        _ => errno_reason(
+            e.errno().unwrap_or(0),
+            "Unable to write to the mailbox file. (#4.2.1)",
+        ),
     }
 }
 

@@ -48,6 +48,7 @@ impl Rig {
             lock_timeout: Duration::from_secs(2),
             progress_dir: self.root.path().join("progress"),
             service_user: "ringmail".into(),
+            system_users: None,
         }
     }
 

@@ -9,15 +9,19 @@
 //! - `mbox`: appending to an mbox file under `fcntl` and `flock` locks.
 //! - `program`: running a `|command` line with qmail's environment and exit codes.
 //! - `loops`: the Delivered-To loop check, read with mail-parser.
+//! - `users`: system users (passwd accounts) whose home `.qmail` files are read.
+//! - `helper`: the small privileged process that delivers as those users.
 
 pub mod checkpoint;
 pub mod deliver;
 pub mod dotqmail;
 pub mod extension;
+pub mod helper;
 pub mod instructions;
 pub mod loops;
 pub mod mbox;
 pub mod program;
+pub mod users;
 
 use crate::blocking::BlockingPool;
 

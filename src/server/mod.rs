@@ -126,6 +126,12 @@ pub fn run(mut config: Config) -> Result<(), ServerError> {
     };
     let listen = listeners::resolve(&config)?;
     let bound = listeners::bind_all(&listen, shard_count)?;
+    // Delivery as system users keeps one small root process (local::helper), started now.
+    if config.local.system_users && matches!(identity, privileges::Identity::Drop(_)) {
+        crate::local::helper::start(config.local.min_uid).map_err(|e| {
+            ServerError::Privileges(format!("cannot start the local-delivery helper: {e}"))
+        })?;
+    }
     identity.drop_privileges()?;
 
     // From here on the server is unprivileged; it creates and opens its files only now.
