@@ -333,3 +333,33 @@ fn a_system_users_program_runs_as_that_user() {
     let bounce = std::fs::read_to_string(&bounces[0]).unwrap();
     assert!(bounce.contains("5.1.1"), "{bounce}");
 }
+
+#[test]
+fn rcpt_knows_recipients_from_memory() {
+    let dir = test_dir("local-rcpt");
+    let domain = dir.join("data/mail/example.test");
+    write(&domain.join(".qmail-lists-default"), "./lists/Maildir/\n");
+    std::fs::create_dir_all(domain.join("bob/Maildir/new")).unwrap();
+    let config = base_config(&dir, "", "").replace(
+        "[local]\n",
+        "[local]\nunknown_users = \"reject\"\nrefresh_secs = 1\n",
+    );
+    let server = Server::start(&dir, &config);
+    let rcpt = |address: &str| {
+        let (mut stream, _) = server.raw();
+        common::exchange(&mut stream, b"EHLO client.test\r\n");
+        common::exchange(&mut stream, b"MAIL FROM:<a@x.test>\r\n");
+        common::exchange(&mut stream, format!("RCPT TO:<{address}>\r\n").as_bytes())
+    };
+    assert!(rcpt("bob@example.test").starts_with("250"));
+    assert!(rcpt("lists-rust@example.test").starts_with("250"));
+    assert!(rcpt("postmaster@example.test").starts_with("250"));
+    assert!(rcpt("carol@example.test").starts_with("550"));
+    // A mailbox made while the server runs is known once the table is rebuilt (refresh_secs).
+    std::fs::create_dir_all(domain.join("carol/Maildir/new")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !rcpt("carol@example.test").starts_with("250") {
+        assert!(Instant::now() < deadline, "carol never became known");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

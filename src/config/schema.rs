@@ -176,6 +176,9 @@ pub struct LocalSection {
     pub system_users: bool,
     /// The lowest uid that receives mail as a system user (root never does).
     pub min_uid: u32,
+    /// Seconds the in-memory list of known recipients (for `unknown_users = "reject"`) is
+    /// used before it is rebuilt in the background from the files it comes from.
+    pub refresh_secs: u64,
 }
 
 impl Default for LocalSection {
@@ -191,6 +194,7 @@ impl Default for LocalSection {
             delivery_threads: 8,
             system_users: false,
             min_uid: 1000,
+            refresh_secs: 5,
         }
     }
 }

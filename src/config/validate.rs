@@ -153,6 +153,9 @@ fn check_values(config: &Config, p: &mut Problems) {
     if local.program_timeout_secs == 0 {
         p.add("local.program_timeout_secs", "must be greater than 0");
     }
+    if local.refresh_secs == 0 {
+        p.add("local.refresh_secs", "must be greater than 0");
+    }
     if local.min_uid == 0 {
         p.add(
             "local.min_uid",

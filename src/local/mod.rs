@@ -9,6 +9,7 @@
 //! - `mbox`: appending to an mbox file under `fcntl` and `flock` locks.
 //! - `program`: running a `|command` line with qmail's environment and exit codes.
 //! - `loops`: the Delivered-To loop check, read with mail-parser.
+//! - `recipients`: every known recipient, in memory, for the RCPT check.
 //! - `users`: system users (passwd accounts) whose home `.qmail` files are read.
 //! - `helper`: the small privileged process that delivers as those users.
 
@@ -21,6 +22,7 @@ pub mod instructions;
 pub mod loops;
 pub mod mbox;
 pub mod program;
+pub mod recipients;
 pub mod users;
 
 use crate::blocking::BlockingPool;

@@ -28,11 +28,11 @@
 //! listening address included: a client that can name us by address can name us by domain.
 
 use crate::config::{Cidr, Config, UnknownUsers};
+use crate::local::recipients::{RecipientTable, Sources};
 use crate::relay::{Route, Router};
 use crate::smtp::{PeerInfo, RcptVerdict, RecipientPolicy};
 use std::collections::HashSet;
 use std::net::IpAddr;
-use std::path::PathBuf;
 
 /// The recipient rules of one configuration; each shard holds its own copy.
 pub struct RcptPolicy {
@@ -43,9 +43,8 @@ pub struct RcptPolicy {
     /// `smtp.relay_networks`: clients allowed to relay (qmail's RELAYCLIENT).
     relay_networks: Vec<Cidr>,
     unknown_users: UnknownUsers,
-    users: HashSet<String>,
-    mail_root: PathBuf,
-    passwd: PathBuf,
+    /// Who can receive mail, in memory (`local::recipients`): RCPT never reads the disk.
+    known: RecipientTable,
 }
 
 /// An address form we never route, whoever asks.
@@ -89,14 +88,11 @@ impl RcptPolicy {
                 .filter_map(|range| range.parse().ok())
                 .collect(),
             unknown_users: config.local.unknown_users,
-            users: config
-                .local
-                .users
-                .iter()
-                .map(|u| u.to_lowercase())
-                .collect(),
-            mail_root: config.mail_root(),
-            passwd: config.passwd_path(),
+            known: RecipientTable::new(
+                Sources::from_config(config),
+                std::time::Duration::from_secs(config.local.refresh_secs),
+                crate::local::local_pool(config.local.delivery_threads),
+            ),
         }
     }
 
@@ -123,26 +119,16 @@ impl RcptPolicy {
             .any(|(dot, _)| self.rcpthosts.contains(&domain[dot..]))
     }
 
-    /// A user is known if configured, in the passwd database, or already has a Maildir; every
-    /// local domain has a postmaster (RFC 5321 §4.5.1).
+    /// A user is known if configured, in the passwd database, a system user, or has a Maildir
+    /// or `.qmail` file (all from memory, see `local::recipients`); every local domain has a
+    /// postmaster (RFC 5321 §4.5.1).
     fn is_known_user(&self, address: &str) -> bool {
-        let lowered = address.to_lowercase();
-        if lowered.starts_with("postmaster@") || self.users.contains(&lowered) {
-            return true;
-        }
-        if let Ok(maildir) = crate::mailbox::maildir_for(&self.mail_root, address)
-            && maildir.is_dir()
-        {
-            return true;
-        }
-        crate::auth::passwd::list(&self.passwd)
-            .map(|users| users.iter().any(|u| u.to_lowercase() == lowered))
-            .unwrap_or(false)
+        address.to_lowercase().starts_with("postmaster@") || self.known.get().knows(address)
     }
 
     /// The checks for a recipient at one of our own domains.
     fn check_local_user(&self, address: &str) -> RcptVerdict {
-        if crate::mailbox::maildir_for(&self.mail_root, address).is_err() {
+        if crate::mailbox::maildir_for(std::path::Path::new("/"), address).is_err() {
             return RcptVerdict::UnknownUser;
         }
         match self.unknown_users {

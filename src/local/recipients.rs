@@ -1,0 +1,261 @@
+//! Who can receive mail here, known without touching the disk: the RCPT check with
+//! `unknown_users = "reject"` asks [`RecipientTable::get`] on the shard, and only ever reads
+//! memory.
+//!
+//! The table ([`KnownRecipients`]) is built on a local-delivery thread from everything that
+//! makes an address deliverable: `[local] users`, the built-in passwd database, the system
+//! users (with `[local] system_users`), and, for every domain directory under the mail root,
+//! its Maildirs (`<domain>/<local>/Maildir`) and its `.qmail-*` instruction files (so
+//! `.qmail-lists-default` makes every `lists-*` address known, and `.qmail-default` the whole
+//! domain). It is shared read-only (`Arc`) and rebuilt in the background once it is
+//! `[local] refresh_secs` old: the check that finds it stale starts the rebuild and answers
+//! from the table it has; the next check after the rebuild picks the new one up. A change on
+//! disk is therefore seen within about that time.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::blocking::BlockingPool;
+use crate::config::Config;
+use crate::local::extension;
+use crate::local::users::SystemUsers;
+
+/// Where the table is built from (plain data, sent to the building thread).
+#[derive(Debug, Clone)]
+pub struct Sources {
+    pub users: Vec<String>,
+    pub passwd: PathBuf,
+    pub mail_root: PathBuf,
+    /// `/etc/passwd` and the lowest uid, when system users receive mail.
+    pub system_users: Option<(PathBuf, u32)>,
+    pub separator: char,
+}
+
+impl Sources {
+    pub fn from_config(config: &Config) -> Sources {
+        Sources {
+            users: config.local.users.clone(),
+            passwd: config.passwd_path(),
+            mail_root: config.mail_root(),
+            system_users: config
+                .local
+                .system_users
+                .then(|| (PathBuf::from("/etc/passwd"), config.local.min_uid)),
+            separator: config
+                .local
+                .extension_separator
+                .chars()
+                .next()
+                .unwrap_or('-'),
+        }
+    }
+}
+
+/// What one domain directory under the mail root holds.
+#[derive(Debug, Default)]
+struct DomainEntries {
+    /// Local parts with a Maildir.
+    mailboxes: HashSet<String>,
+    /// `.qmail-*` file names.
+    dot_qmail: HashSet<String>,
+}
+
+/// A snapshot of the known recipients.
+#[derive(Debug, Default)]
+pub struct KnownRecipients {
+    addresses: HashSet<String>,
+    domains: HashMap<String, DomainEntries>,
+    system: Option<SystemUsers>,
+    separator: char,
+}
+
+impl KnownRecipients {
+    /// Builds the table. Blocking: reads files and lists directories.
+    pub fn load(sources: &Sources) -> KnownRecipients {
+        let mut addresses: HashSet<String> =
+            sources.users.iter().map(|u| u.to_lowercase()).collect();
+        if let Ok(users) = crate::auth::passwd::list(&sources.passwd) {
+            addresses.extend(users.iter().map(|u| u.to_lowercase()));
+        }
+        let system = sources.system_users.as_ref().map(|(path, min_uid)| {
+            SystemUsers::load(path, *min_uid).unwrap_or_else(|e| {
+                log::error!("cannot read {}: {e}", path.display());
+                SystemUsers::default()
+            })
+        });
+        let mut domains = HashMap::new();
+        if let Ok(entries) = std::fs::read_dir(&sources.mail_root) {
+            for entry in entries.flatten() {
+                let Ok(domain) = entry.file_name().into_string() else {
+                    continue;
+                };
+                domains.insert(domain.to_ascii_lowercase(), scan_domain(&entry.path()));
+            }
+        }
+        KnownRecipients {
+            addresses,
+            domains,
+            system,
+            separator: sources.separator,
+        }
+    }
+
+    /// Whether `address` (`local@domain`) can receive mail here.
+    pub fn knows(&self, address: &str) -> bool {
+        let lowered = address.to_lowercase();
+        if self.addresses.contains(&lowered) {
+            return true;
+        }
+        let Some((local, domain)) = lowered.rsplit_once('@') else {
+            return false;
+        };
+        if let Some(system) = &self.system
+            && system.find(local, self.separator).is_some()
+        {
+            return true;
+        }
+        let Some(entries) = self.domains.get(domain) else {
+            return false;
+        };
+        entries.mailboxes.contains(local)
+            || extension::candidates(Some(local), self.separator)
+                .iter()
+                .any(|c| entries.dot_qmail.contains(&c.file))
+    }
+}
+
+/// The Maildirs and `.qmail-*` files of one domain directory. Blocking.
+fn scan_domain(dir: &Path) -> DomainEntries {
+    let mut found = DomainEntries::default();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return found;
+    };
+    for entry in entries.flatten() {
+        let Ok(name) = entry.file_name().into_string() else {
+            continue;
+        };
+        if name.starts_with(".qmail-") {
+            found.dot_qmail.insert(name);
+        } else if !name.starts_with('.') && entry.path().join("Maildir").is_dir() {
+            found.mailboxes.insert(name.to_lowercase());
+        }
+    }
+    found
+}
+
+/// One shard's view of the known recipients (see the module comment).
+pub struct RecipientTable {
+    current: RefCell<Arc<KnownRecipients>>,
+    loaded_at: Cell<Instant>,
+    rebuilding: Cell<bool>,
+    updates: (
+        flume::Sender<Arc<KnownRecipients>>,
+        flume::Receiver<Arc<KnownRecipients>>,
+    ),
+    sources: Arc<Sources>,
+    refresh: Duration,
+    pool: BlockingPool,
+}
+
+impl RecipientTable {
+    /// Builds the first table now (blocking: call at startup), then keeps it fresh on `pool`.
+    pub fn new(sources: Sources, refresh: Duration, pool: BlockingPool) -> RecipientTable {
+        let first = Arc::new(KnownRecipients::load(&sources));
+        RecipientTable {
+            current: RefCell::new(first),
+            loaded_at: Cell::new(Instant::now()),
+            rebuilding: Cell::new(false),
+            updates: flume::bounded(1),
+            sources: Arc::new(sources),
+            refresh,
+            pool,
+        }
+    }
+
+    /// The current table. Never blocks: a stale table starts a rebuild and is still answered.
+    pub fn get(&self) -> Arc<KnownRecipients> {
+        if let Ok(fresh) = self.updates.1.try_recv() {
+            *self.current.borrow_mut() = fresh;
+            self.loaded_at.set(Instant::now());
+            self.rebuilding.set(false);
+        }
+        if !self.rebuilding.get() && self.loaded_at.get().elapsed() >= self.refresh {
+            let sources = Arc::clone(&self.sources);
+            let done = self.updates.0.clone();
+            let submitted = self.pool.try_run(move || {
+                let _ = done.try_send(Arc::new(KnownRecipients::load(&sources)));
+            });
+            // The job runs whether or not anyone awaits its completion; a full pool is asked
+            // again at the next check.
+            if submitted.is_ok() {
+                self.rebuilding.set(true);
+            }
+        }
+        Arc::clone(&self.current.borrow())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sources(root: &Path) -> Sources {
+        Sources {
+            users: vec!["Listed@Example.Test".into()],
+            passwd: root.join("passwd"),
+            mail_root: root.join("mail"),
+            system_users: None,
+            separator: '-',
+        }
+    }
+
+    #[test]
+    fn knows_users_mailboxes_and_instruction_files() {
+        let root = tempfile::tempdir().unwrap();
+        let domain = root.path().join("mail/example.test");
+        std::fs::create_dir_all(domain.join("bob/Maildir")).unwrap();
+        std::fs::create_dir_all(domain.join("nomaildir")).unwrap();
+        std::fs::write(domain.join(".qmail-carol"), "./carol/Maildir/\n").unwrap();
+        std::fs::write(domain.join(".qmail-lists-default"), "|true\n").unwrap();
+        let known = KnownRecipients::load(&sources(root.path()));
+        for yes in [
+            "listed@example.test",
+            "Bob@example.test",
+            "carol@EXAMPLE.test",
+            "lists-rust@example.test",
+            "lists-a-b@example.test",
+        ] {
+            assert!(known.knows(yes), "{yes}");
+        }
+        for no in [
+            "nomaildir@example.test",
+            "dave@example.test",
+            "carol-x@example.test",
+            "bob@other.test",
+            "lists@example.test",
+        ] {
+            assert!(!known.knows(no), "{no}");
+        }
+        std::fs::write(domain.join(".qmail-default"), "./all/Maildir/\n").unwrap();
+        let known = KnownRecipients::load(&sources(root.path()));
+        assert!(known.knows("anyone@example.test"));
+        assert!(!known.knows("anyone@other.test"));
+    }
+
+    #[test]
+    fn a_stale_table_is_rebuilt_in_the_background() {
+        let root = tempfile::tempdir().unwrap();
+        let pool = BlockingPool::new("test-recipients", 1, 4);
+        let table = RecipientTable::new(sources(root.path()), Duration::ZERO, pool);
+        assert!(!table.get().knows("new@example.test"));
+        std::fs::create_dir_all(root.path().join("mail/example.test/new/Maildir")).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !table.get().knows("new@example.test") {
+            assert!(Instant::now() < deadline, "never rebuilt");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
