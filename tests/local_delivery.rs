@@ -363,3 +363,105 @@ fn rcpt_knows_recipients_from_memory() {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+#[test]
+fn aliases_with_include_program_and_owner() {
+    let dir = test_dir("local-aliases");
+    let domain = dir.join("data/mail/example.test");
+    std::fs::create_dir_all(&domain).unwrap();
+    write(
+        &dir.join("team.list"),
+        "# the team\ndave\nerin@example.test\n",
+    );
+    let program_out = domain.join("team-program.out");
+    write(
+        &dir.join("aliases"),
+        &format!(
+            "# test aliases\n\
+             team: :include:{list},\n\
+             \t\"|{{ echo \\\"$SENDER\\\"; cat; }} > {out}\"\n\
+             team-owner: alice\n\
+             archive: {mbox}\n",
+            list = dir.join("team.list").display(),
+            out = program_out.display(),
+            mbox = domain.join("archive.mbox").display(),
+        ),
+    );
+    let config = base_config(&dir, "", "").replace(
+        "[local]\n",
+        &format!(
+            "[local]\nunknown_users = \"reject\"\naliases = \"{}\"\n",
+            dir.join("aliases").display()
+        ),
+    );
+    let config_path = dir.join("ringmail.toml");
+    std::fs::write(&config_path, &config).unwrap();
+    let out = Command::new(common::BIN)
+        .args(["newaliases", "--config"])
+        .arg(&config_path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "newaliases: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("3 aliases"));
+    let server = Server::start(&dir, &config);
+    send(
+        &server,
+        "bob@x.test",
+        &["team@example.test", "archive@example.test"],
+        "Subject: to the team\r\n\r\nhello all\r\n",
+    );
+    for member in ["dave@example.test", "erin@example.test"] {
+        let got = server.wait_for_mail(member, 1, 30);
+        assert_eq!(got.len(), 1, "{member}; log:\n{}", server.log());
+        let text = std::fs::read_to_string(&got[0]).unwrap();
+        // The list's mail bounces to its owner, not to the author.
+        assert!(
+            text.starts_with("Return-Path: <team-owner@example.test>\n"),
+            "{text}"
+        );
+        assert!(text.contains("Delivered-To: team@example.test\n"), "{text}");
+    }
+    let program = wait_contains(&program_out, "hello all", 20);
+    assert!(program.starts_with("bob@x.test\n"), "{program}");
+    let archive = wait_contains(&domain.join("archive.mbox"), "hello all", 20);
+    assert!(archive.starts_with("From bob@x.test "), "{archive}");
+    // Mail for the owner reaches alice through the owner alias.
+    let (mut stream, _) = server.raw();
+    common::exchange(&mut stream, b"EHLO client.test\r\n");
+    common::exchange(&mut stream, b"MAIL FROM:<a@x.test>\r\n");
+    let reply = common::exchange(&mut stream, b"RCPT TO:<team-owner@example.test>\r\n");
+    assert!(reply.starts_with("250"), "{reply}");
+    let reply = common::exchange(&mut stream, b"RCPT TO:<nobody-here@example.test>\r\n");
+    assert!(reply.starts_with("550"), "{reply}");
+}
+
+#[test]
+fn newaliases_names_the_bad_line_and_writes_nothing() {
+    let dir = test_dir("local-newaliases-bad");
+    write(
+        &dir.join("aliases"),
+        "ok: bob\nbroken line without a colon\n",
+    );
+    let config = base_config(&dir, "", "").replace(
+        "[local]\n",
+        &format!("[local]\naliases = \"{}\"\n", dir.join("aliases").display()),
+    );
+    let config_path = dir.join("ringmail.toml");
+    std::fs::write(&config_path, &config).unwrap();
+    let out = Command::new(common::BIN)
+        .args(["newaliases", "--config"])
+        .arg(&config_path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("{}:2: expected", dir.join("aliases").display())),
+        "{stderr}"
+    );
+    assert!(!dir.join("data/aliases.idx").exists());
+}

@@ -2,6 +2,7 @@
 //! command group.
 
 mod check_config;
+mod newaliases;
 mod passwd;
 mod queue;
 mod queue_control;
@@ -92,6 +93,16 @@ Prints `FILE: ok` and a summary, or the first error with its file, line and key,
     /// Manage the built-in POP3 user database (<data_dir>/passwd).
     #[command(subcommand)]
     Passwd(PasswdCommand),
+
+    /// Compile [local] aliases into the index the server reads (<data_dir>/aliases.idx).
+    #[command(long_about = "\
+Read the aliases file named by [local] aliases (the /etc/aliases format: `name: target, ...`, \
+continuation lines starting with a blank, # comments; targets are addresses, /files (mbox), \
+/dirs/ (Maildir), \"|programs\" and :include:/path lists), check every line, and write the \
+compiled form to <data_dir>/aliases.idx (a temporary file, synced, renamed over the old one). \
+A running server picks it up within [local] refresh_secs. On any error nothing is written and \
+the error names the file and line; exit status 1 (2 when [local] aliases is not set).")]
+    Newaliases(ConfigArg),
 
     /// Internal: the privileged local-delivery helper the server starts for system users.
     #[command(hide = true)]
@@ -253,6 +264,7 @@ pub fn run(cli: Cli) -> ExitCode {
             };
         }
         Command::CheckConfig { file } => check_config::run(&file),
+        Command::Newaliases(arg) => newaliases::run(&arg),
         Command::Queue(QueueCommand::Stat(arg)) => queue::stat(&arg),
         Command::Queue(QueueCommand::List(arg)) => queue::list(&arg),
         Command::Queue(QueueCommand::Flush(arg)) => queue_control::run(&arg, ControlRequest::Flush),

@@ -179,6 +179,9 @@ pub struct LocalSection {
     /// Seconds the in-memory list of known recipients (for `unknown_users = "reject"`) is
     /// used before it is rebuilt in the background from the files it comes from.
     pub refresh_secs: u64,
+    /// An /etc/aliases-style file, compiled by `ringmail newaliases` into
+    /// `<data_dir>/aliases.idx`; aliases apply to every local domain. `None`: no aliases.
+    pub aliases: Option<PathBuf>,
 }
 
 impl Default for LocalSection {
@@ -195,6 +198,7 @@ impl Default for LocalSection {
             system_users: false,
             min_uid: 1000,
             refresh_secs: 5,
+            aliases: None,
         }
     }
 }

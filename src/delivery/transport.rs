@@ -83,9 +83,16 @@ impl LocalTransport {
             injected: RefCell::new(Vec::new()),
         };
         let pool = crate::local::local_pool(local.delivery_threads);
-        LocalTransport {
-            agent: LocalAgent::new(settings, injector, pool),
+        let mut agent = LocalAgent::new(settings, injector, pool.clone());
+        if local.aliases.is_some() {
+            let table = crate::local::recipients::RecipientTable::new(
+                crate::local::recipients::Sources::from_config(config),
+                std::time::Duration::from_secs(local.refresh_secs),
+                pool,
+            );
+            agent = agent.with_aliases(table);
         }
+        LocalTransport { agent }
     }
 
     /// The messages deliveries have queued since the last call (forwards).

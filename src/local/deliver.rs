@@ -27,6 +27,7 @@ use crate::local::extension::{self, Candidate};
 use crate::local::helper::{self, Op, Reply};
 use crate::local::instructions::InstructionIndex;
 use crate::local::program::{self, PROGRAM_PATH, ProgramJob, ProgramOutcome};
+use crate::local::recipients::RecipientTable;
 use crate::local::users::{SystemUser, SystemUsers};
 use crate::local::{checkpoint, loops, mbox};
 use crate::relay::owner::OutboundMessage;
@@ -60,6 +61,8 @@ pub struct LocalAgent<I> {
     pub injector: I,
     index: InstructionIndex,
     pool: BlockingPool,
+    /// The aliases (`[local] aliases`), kept fresh in memory; `None` when there are none.
+    aliases: Option<RecipientTable>,
 }
 
 /// The instruction-list step that stands for all the forwards (sent together, at the end).
@@ -69,8 +72,6 @@ const FORWARDS_STEP: usize = usize::MAX;
 struct Found {
     /// The directory relative paths are read from (the mailbox's home).
     home: PathBuf,
-    /// The instruction file, for messages (`None` for the default delivery).
-    file: Option<PathBuf>,
     instructions: Instructions,
     /// The checksum of the file (see `checkpoint::stamp`).
     stamp: String,
@@ -79,6 +80,10 @@ struct Found {
     /// The system user every line is delivered as; `None` for a virtual mailbox (delivered
     /// as the server's own user).
     user: Option<SystemUser>,
+    /// What reasons name as the source of a line (`.qmail-bob`, `alias team`).
+    label: Option<String>,
+    /// The envelope sender of forwards, when not the message's own (a list's owner).
+    sender: Option<String>,
 }
 
 /// What happened to one line.
@@ -96,7 +101,41 @@ impl<I: Injector> LocalAgent<I> {
             injector,
             index: InstructionIndex::default(),
             pool,
+            aliases: None,
         }
+    }
+
+    /// Looks every recipient up in the aliases of `table` first (see `aliases`).
+    pub fn with_aliases(mut self, table: RecipientTable) -> Self {
+        self.aliases = Some(table);
+        self
+    }
+
+    /// The instructions of the alias `local` names, if any, with its list owner as the
+    /// envelope sender of what it forwards (sendmail's `owner-list`).
+    fn find_alias(&self, local: &str, domain: &str) -> Option<Found> {
+        let table = self.aliases.as_ref()?.get();
+        let name = table.alias_for(local)?;
+        let targets = table.aliases.get(name)?.clone();
+        let text: String = targets.iter().map(|t| format!("{t}\n")).collect();
+        Some(Found {
+            home: self.settings.mail_root.join(domain),
+            label: Some(format!("alias {name}")),
+            instructions: Instructions {
+                lines: targets
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, t)| (i + 1, t))
+                    .collect(),
+            },
+            stamp: checkpoint::stamp(text.as_bytes()),
+            env: Vec::new(),
+            user: None,
+            sender: table
+                .aliases
+                .owner_of(name)
+                .map(|owner| format!("{owner}@{domain}")),
+        })
     }
 
     /// Delivers recipient `index` (`recipient`) of `message`.
@@ -119,12 +158,13 @@ impl<I: Injector> LocalAgent<I> {
             .as_ref()
             .and_then(|users| users.find(&local, self.settings.separator))
             .map(|(user, ext)| (user.clone(), ext));
-        let found = match system {
-            Some((user, ext)) => match self.find_system(user, ext).await {
+        let found = match (self.find_alias(&local, &domain), system) {
+            (Some(alias), _) => alias,
+            (None, Some((user, ext))) => match self.find_system(user, ext).await {
                 Ok(found) => found,
                 Err(outcome) => return outcome,
             },
-            None => match self.find(&local, &domain).await {
+            (None, None) => match self.find(&local, &domain).await {
                 Ok(found) => found,
                 Err(reason) => return LocalOutcome::Temporary(reason),
             },
@@ -178,11 +218,12 @@ impl<I: Injector> LocalAgent<I> {
         }
         Ok(Found {
             home,
-            file: Some(path),
             instructions,
             stamp: checkpoint::stamp(&contents),
             env,
             user: None,
+            label: Some(candidate.file.clone()),
+            sender: None,
         })
     }
 
@@ -225,11 +266,12 @@ impl<I: Injector> LocalAgent<I> {
                     };
                     return Ok(Found {
                         home: user.home.clone(),
-                        file: Some(path),
                         instructions,
                         stamp: checkpoint::stamp(&contents),
                         env,
                         user: Some(user),
+                        label: Some(candidate.file),
+                        sender: None,
                     });
                 }
                 1 => continue,
@@ -254,11 +296,12 @@ impl<I: Injector> LocalAgent<I> {
         }
         Ok(Found {
             home: user.home.clone(),
-            file: None,
             instructions: default_instructions("./Maildir/"),
             stamp: String::new(),
             env,
             user: Some(user),
+            label: None,
+            sender: None,
         })
     }
 
@@ -416,11 +459,7 @@ impl<I: Injector> LocalAgent<I> {
         } else {
             Default::default()
         };
-        let file_name = found
-            .file
-            .as_ref()
-            .and_then(|f| f.file_name())
-            .map(|n| n.to_string_lossy().into_owned());
+        let file_name = found.label.clone();
         let mut forwards = Vec::new();
         let mut summary = Vec::new();
         for (step, (line, instruction)) in lines.iter().enumerate() {
@@ -457,7 +496,10 @@ impl<I: Injector> LocalAgent<I> {
             if done.contains(&FORWARDS_STEP) {
                 summary.push("forward (done before)".into());
             } else {
-                match self.forward(message, recipient, forwards).await {
+                match self
+                    .forward(message, recipient, forwards, found.sender.clone())
+                    .await
+                {
                     Ok(text) => summary.push(text),
                     Err(reason) => return LocalOutcome::Temporary(reason),
                 }
@@ -631,12 +673,13 @@ impl<I: Injector> LocalAgent<I> {
         message: &Arc<OutboundMessage>,
         recipient: &str,
         to: Vec<String>,
+        sender: Option<String>,
     ) -> Result<String, String> {
         let clean = recipient.replace(['\r', '\n'], "");
         let mut bytes = format!("Delivered-To: {clean}\r\n").into_bytes();
         bytes.extend_from_slice(&message.body);
         let envelope = Envelope {
-            sender: message.envelope.sender.clone(),
+            sender: sender.unwrap_or_else(|| message.envelope.sender.clone()),
             recipients: to.clone(),
             received_at: now_unix(),
             smtputf8: message.envelope.smtputf8,
@@ -656,11 +699,12 @@ impl<I: Injector> LocalAgent<I> {
 fn default_found(home: &Path, local: &str) -> Found {
     Found {
         home: home.to_path_buf(),
-        file: None,
         instructions: default_instructions(&format!("./{local}/Maildir/")),
         stamp: String::new(),
         env: Vec::new(),
         user: None,
+        label: None,
+        sender: None,
     }
 }
 

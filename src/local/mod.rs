@@ -1,6 +1,7 @@
 //! qmail-style local delivery: `.qmail` delivery instructions (Maildir, mbox, forward and
 //! program lines), extension addresses, and where the instructions come from.
 //!
+//! - `aliases`: /etc/aliases-style aliases and their compiled index (`ringmail newaliases`).
 //! - `dotqmail`: the `.qmail` file format, parsed without I/O.
 //! - `extension`: which `.qmail-ext` files answer an extension address, and `EXT`...
 //! - `instructions`: finding a virtual mailbox's instruction file under the mail root.
@@ -13,6 +14,7 @@
 //! - `users`: system users (passwd accounts) whose home `.qmail` files are read.
 //! - `helper`: the small privileged process that delivers as those users.
 
+pub mod aliases;
 pub mod checkpoint;
 pub mod deliver;
 pub mod dotqmail;

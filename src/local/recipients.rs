@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use crate::blocking::BlockingPool;
 use crate::config::Config;
+use crate::local::aliases::Aliases;
 use crate::local::extension;
 use crate::local::users::SystemUsers;
 
@@ -32,6 +33,8 @@ pub struct Sources {
     /// `/etc/passwd` and the lowest uid, when system users receive mail.
     pub system_users: Option<(PathBuf, u32)>,
     pub separator: char,
+    /// The data directory whose `aliases.idx` is read, when `[local] aliases` is set.
+    pub aliases_in: Option<PathBuf>,
 }
 
 impl Sources {
@@ -50,6 +53,11 @@ impl Sources {
                 .chars()
                 .next()
                 .unwrap_or('-'),
+            aliases_in: config
+                .local
+                .aliases
+                .as_ref()
+                .map(|_| config.server.data_dir.clone()),
         }
     }
 }
@@ -70,6 +78,8 @@ pub struct KnownRecipients {
     domains: HashMap<String, DomainEntries>,
     system: Option<SystemUsers>,
     separator: char,
+    /// The compiled aliases (`ringmail newaliases`).
+    pub aliases: Aliases,
 }
 
 impl KnownRecipients {
@@ -95,11 +105,17 @@ impl KnownRecipients {
                 domains.insert(domain.to_ascii_lowercase(), scan_domain(&entry.path()));
             }
         }
+        let aliases = sources
+            .aliases_in
+            .as_deref()
+            .map(crate::local::aliases::load_index)
+            .unwrap_or_default();
         KnownRecipients {
             addresses,
             domains,
             system,
             separator: sources.separator,
+            aliases,
         }
     }
 
@@ -112,6 +128,9 @@ impl KnownRecipients {
         let Some((local, domain)) = lowered.rsplit_once('@') else {
             return false;
         };
+        if self.alias_for(local).is_some() {
+            return true;
+        }
         if let Some(system) = &self.system
             && system.find(local, self.separator).is_some()
         {
@@ -124,6 +143,21 @@ impl KnownRecipients {
             || extension::candidates(Some(local), self.separator)
                 .iter()
                 .any(|c| entries.dot_qmail.contains(&c.file))
+    }
+}
+
+impl KnownRecipients {
+    /// The alias `local` (lowercase) names: itself, or the part before its first extension
+    /// separator (`team-news` falls back to `team`). Returns the alias name.
+    pub fn alias_for(&self, local: &str) -> Option<&str> {
+        if let Some((name, _)) = self.aliases.map.get_key_value(local) {
+            return Some(name.as_str());
+        }
+        let (base, _) = local.split_once(self.separator)?;
+        self.aliases
+            .map
+            .get_key_value(base)
+            .map(|(name, _)| name.as_str())
     }
 }
 
@@ -209,6 +243,7 @@ mod tests {
             mail_root: root.join("mail"),
             system_users: None,
             separator: '-',
+            aliases_in: None,
         }
     }
 
