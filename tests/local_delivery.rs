@@ -465,3 +465,64 @@ fn newaliases_names_the_bad_line_and_writes_nothing() {
     );
     assert!(!dir.join("data/aliases.idx").exists());
 }
+
+#[test]
+fn virtualdomains_and_users_assign_deliver_as_the_assigned_account() {
+    let dir = test_dir("local-assign");
+    let user = MailUser::create("rmqlvirt", &dir.join("home-rmqlvirt"));
+    let gid = Command::new("id")
+        .args(["-g", "rmqlvirt"])
+        .output()
+        .unwrap();
+    let gid = String::from_utf8_lossy(&gid.stdout).trim().to_string();
+    user.write(".qmail-sales", "./Sales/\n");
+    user.write(
+        ".qmail-default",
+        "|{ id -u; echo \"$EXT $DEFAULT\"; } > \"$HOME/default.out\"\n",
+    );
+    write(&dir.join("virtualdomains"), "virt.test:vhost\n");
+    write(
+        &dir.join("assign"),
+        &format!(
+            "+vhost-:rmqlvirt:{uid}:{gid}:{home}:-::\n=boss:rmqlvirt:{uid}:{gid}:{home}:::\n.\n",
+            uid = user.uid,
+            home = user.home.display()
+        ),
+    );
+    let config = base_config(&dir, "", "").replace(
+        "[local]\ndomains = [\"example.test\", \"localhost\"]\n",
+        &format!(
+            "[local]\ndomains = [\"example.test\", \"localhost\", \"virt.test\"]\n\
+                 unknown_users = \"reject\"\nvirtualdomains = \"{}\"\nassign = \"{}\"\n",
+            dir.join("virtualdomains").display(),
+            dir.join("assign").display()
+        ),
+    );
+    assert!(config.contains("virt.test"), "{config}");
+    let server = Server::start(&dir, &config);
+    send(
+        &server,
+        "alice@x.test",
+        &["sales@virt.test", "info@virt.test", "boss@example.test"],
+        "Subject: virtual\r\n\r\nhi\r\n",
+    );
+    let sales = wait_files(&user.home.join("Sales"), 1, 30);
+    assert_eq!(sales.len(), 1, "log:\n{}", server.log());
+    assert_eq!(std::fs::metadata(&sales[0]).unwrap().uid(), user.uid);
+    let boss = wait_files(&user.home.join("Maildir"), 1, 30);
+    assert_eq!(boss.len(), 1, "log:\n{}", server.log());
+    assert_eq!(std::fs::metadata(&boss[0]).unwrap().uid(), user.uid);
+    let default = wait_contains(&user.home.join("default.out"), "info", 30);
+    assert_eq!(default, format!("{}\ninfo info\n", user.uid));
+    // Unknown at the virtual domain: nothing maps it, so RCPT refuses it.
+    let (mut stream, _) = server.raw();
+    common::exchange(&mut stream, b"EHLO client.test\r\n");
+    common::exchange(&mut stream, b"MAIL FROM:<a@x.test>\r\n");
+    let reply = common::exchange(&mut stream, b"RCPT TO:<anyone@example.test>\r\n");
+    assert!(reply.starts_with("550"), "{reply}");
+    let reply = common::exchange(&mut stream, b"RCPT TO:<anything@virt.test>\r\n");
+    assert!(
+        reply.starts_with("250"),
+        "the +vhost- line takes every address: {reply}"
+    );
+}

@@ -182,6 +182,13 @@ pub struct LocalSection {
     /// An /etc/aliases-style file, compiled by `ringmail newaliases` into
     /// `<data_dir>/aliases.idx`; aliases apply to every local domain. `None`: no aliases.
     pub aliases: Option<PathBuf>,
+    /// qmail's `control/virtualdomains` (`domain:prefix` lines): mail for `u@domain` is
+    /// delivered as local address `prefix-u` (through `assign` or the system users). The
+    /// domains must also be in `domains`.
+    pub virtualdomains: Option<PathBuf>,
+    /// qmail's `users/assign` (`=local:user:uid:gid:home:dash:ext:` and `+prefix:...` lines):
+    /// local addresses delivered as an account without /etc/passwd.
+    pub assign: Option<PathBuf>,
 }
 
 impl Default for LocalSection {
@@ -199,6 +206,8 @@ impl Default for LocalSection {
             min_uid: 1000,
             refresh_secs: 5,
             aliases: None,
+            virtualdomains: None,
+            assign: None,
         }
     }
 }

@@ -84,13 +84,13 @@ impl LocalTransport {
         };
         let pool = crate::local::local_pool(local.delivery_threads);
         let mut agent = LocalAgent::new(settings, injector, pool.clone());
-        if local.aliases.is_some() {
+        if local.aliases.is_some() || local.virtualdomains.is_some() || local.assign.is_some() {
             let table = crate::local::recipients::RecipientTable::new(
                 crate::local::recipients::Sources::from_config(config),
                 std::time::Duration::from_secs(local.refresh_secs),
                 pool,
             );
-            agent = agent.with_aliases(table);
+            agent = agent.with_tables(table);
         }
         LocalTransport { agent }
     }

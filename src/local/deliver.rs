@@ -61,8 +61,9 @@ pub struct LocalAgent<I> {
     pub injector: I,
     index: InstructionIndex,
     pool: BlockingPool,
-    /// The aliases (`[local] aliases`), kept fresh in memory; `None` when there are none.
-    aliases: Option<RecipientTable>,
+    /// Aliases, virtualdomains and users/assign, kept fresh in memory; `None` when none of
+    /// them is configured.
+    tables: Option<RecipientTable>,
 }
 
 /// The instruction-list step that stands for all the forwards (sent together, at the end).
@@ -101,20 +102,21 @@ impl<I: Injector> LocalAgent<I> {
             injector,
             index: InstructionIndex::default(),
             pool,
-            aliases: None,
+            tables: None,
         }
     }
 
-    /// Looks every recipient up in the aliases of `table` first (see `aliases`).
-    pub fn with_aliases(mut self, table: RecipientTable) -> Self {
-        self.aliases = Some(table);
+    /// Looks every recipient up in the aliases of `table` first (see `aliases`), then maps it
+    /// through its virtualdomains and users/assign (see `assign`).
+    pub fn with_tables(mut self, table: RecipientTable) -> Self {
+        self.tables = Some(table);
         self
     }
 
     /// The instructions of the alias `local` names, if any, with its list owner as the
     /// envelope sender of what it forwards (sendmail's `owner-list`).
     fn find_alias(&self, local: &str, domain: &str) -> Option<Found> {
-        let table = self.aliases.as_ref()?.get();
+        let table = self.tables.as_ref()?.get();
         let name = table.alias_for(local)?;
         let targets = table.aliases.get(name)?.clone();
         let text: String = targets.iter().map(|t| format!("{t}\n")).collect();
@@ -152,12 +154,31 @@ impl<I: Injector> LocalAgent<I> {
         if loops::has_delivered_to(&message.body, recipient) {
             return LocalOutcome::Permanent(LOOPING.to_string());
         }
-        let system = self
-            .settings
-            .system_users
+        // virtualdomains maps the address to a local one; users/assign, then the system users,
+        // say whose it is. Anything else is a virtual mailbox under the mail root.
+        let tables = self.tables.as_ref().map(RecipientTable::get);
+        let mapped = tables
             .as_ref()
-            .and_then(|users| users.find(&local, self.settings.separator))
-            .map(|(user, ext)| (user.clone(), ext));
+            .map_or_else(|| local.clone(), |t| t.mapped_local(&local, &domain));
+        let assigned = tables
+            .as_ref()
+            .and_then(|t| t.assign.find(&mapped))
+            .map(|a| {
+                let user = SystemUser {
+                    name: a.user,
+                    uid: a.uid,
+                    gid: a.gid,
+                    home: a.home,
+                };
+                (user, a.ext)
+            });
+        let system = assigned.or_else(|| {
+            self.settings
+                .system_users
+                .as_ref()
+                .and_then(|users| users.find(&mapped, self.settings.separator))
+                .map(|(user, ext)| (user.clone(), ext))
+        });
         let found = match (self.find_alias(&local, &domain), system) {
             (Some(alias), _) => alias,
             (None, Some((user, ext))) => match self.find_system(user, ext).await {
@@ -275,6 +296,13 @@ impl<I: Injector> LocalAgent<I> {
                     });
                 }
                 1 => continue,
+                255 => {
+                    return Err(LocalOutcome::Temporary(format!(
+                        "Unable to deliver as user {}: {}. (#4.3.0)",
+                        user.name,
+                        String::from_utf8_lossy(&reply.text)
+                    )));
+                }
                 _ => {
                     log::warn!(
                         "cannot read {} as {}: {}",

@@ -2,6 +2,7 @@
 //! program lines), extension addresses, and where the instructions come from.
 //!
 //! - `aliases`: /etc/aliases-style aliases and their compiled index (`ringmail newaliases`).
+//! - `assign`: qmail's `virtualdomains` and `users/assign`.
 //! - `dotqmail`: the `.qmail` file format, parsed without I/O.
 //! - `extension`: which `.qmail-ext` files answer an extension address, and `EXT`...
 //! - `instructions`: finding a virtual mailbox's instruction file under the mail root.
@@ -15,6 +16,7 @@
 //! - `helper`: the small privileged process that delivers as those users.
 
 pub mod aliases;
+pub mod assign;
 pub mod checkpoint;
 pub mod deliver;
 pub mod dotqmail;

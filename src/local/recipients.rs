@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use crate::blocking::BlockingPool;
 use crate::config::Config;
 use crate::local::aliases::Aliases;
+use crate::local::assign::{Assign, VirtualDomains};
 use crate::local::extension;
 use crate::local::users::SystemUsers;
 
@@ -35,6 +36,9 @@ pub struct Sources {
     pub separator: char,
     /// The data directory whose `aliases.idx` is read, when `[local] aliases` is set.
     pub aliases_in: Option<PathBuf>,
+    /// qmail's `virtualdomains` and `users/assign`, when configured.
+    pub virtualdomains: Option<PathBuf>,
+    pub assign: Option<PathBuf>,
 }
 
 impl Sources {
@@ -58,6 +62,8 @@ impl Sources {
                 .aliases
                 .as_ref()
                 .map(|_| config.server.data_dir.clone()),
+            virtualdomains: config.local.virtualdomains.clone(),
+            assign: config.local.assign.clone(),
         }
     }
 }
@@ -80,6 +86,8 @@ pub struct KnownRecipients {
     separator: char,
     /// The compiled aliases (`ringmail newaliases`).
     pub aliases: Aliases,
+    pub virtual_domains: VirtualDomains,
+    pub assign: Assign,
 }
 
 impl KnownRecipients {
@@ -110,12 +118,40 @@ impl KnownRecipients {
             .as_deref()
             .map(crate::local::aliases::load_index)
             .unwrap_or_default();
+        let read = |path: &Option<PathBuf>| -> Option<(PathBuf, String)> {
+            let path = path.as_ref()?;
+            match std::fs::read_to_string(path) {
+                Ok(text) => Some((path.clone(), text)),
+                Err(e) => {
+                    log::error!("cannot read {}: {e}", path.display());
+                    None
+                }
+            }
+        };
+        let virtual_domains = read(&sources.virtualdomains)
+            .map(|(path, text)| {
+                VirtualDomains::parse(&text).unwrap_or_else(|e| {
+                    log::error!("{}: {e}; ignored", path.display());
+                    VirtualDomains::default()
+                })
+            })
+            .unwrap_or_default();
+        let assign = read(&sources.assign)
+            .map(|(path, text)| {
+                Assign::parse(&text).unwrap_or_else(|e| {
+                    log::error!("{}: {e}; ignored", path.display());
+                    Assign::default()
+                })
+            })
+            .unwrap_or_default();
         KnownRecipients {
             addresses,
             domains,
             system,
             separator: sources.separator,
             aliases,
+            virtual_domains,
+            assign,
         }
     }
 
@@ -131,8 +167,12 @@ impl KnownRecipients {
         if self.alias_for(local).is_some() {
             return true;
         }
+        let mapped = self.mapped_local(local, domain);
+        if self.assign.find(&mapped).is_some() {
+            return true;
+        }
         if let Some(system) = &self.system
-            && system.find(local, self.separator).is_some()
+            && system.find(&mapped, self.separator).is_some()
         {
             return true;
         }
@@ -147,6 +187,15 @@ impl KnownRecipients {
 }
 
 impl KnownRecipients {
+    /// The local address `local@domain` is delivered as: `prefix-local` for a domain in
+    /// `virtualdomains`, else `local` itself.
+    pub fn mapped_local(&self, local: &str, domain: &str) -> String {
+        match self.virtual_domains.prefix(local, domain) {
+            Some(prefix) => format!("{prefix}{}{local}", self.separator),
+            None => local.to_string(),
+        }
+    }
+
     /// The alias `local` (lowercase) names: itself, or the part before its first extension
     /// separator (`team-news` falls back to `team`). Returns the alias name.
     pub fn alias_for(&self, local: &str) -> Option<&str> {
@@ -244,6 +293,8 @@ mod tests {
             system_users: None,
             separator: '-',
             aliases_in: None,
+            virtualdomains: None,
+            assign: None,
         }
     }
 

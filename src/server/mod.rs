@@ -127,7 +127,8 @@ pub fn run(mut config: Config) -> Result<(), ServerError> {
     let listen = listeners::resolve(&config)?;
     let bound = listeners::bind_all(&listen, shard_count)?;
     // Delivery as system users keeps one small root process (local::helper), started now.
-    if config.local.system_users && matches!(identity, privileges::Identity::Drop(_)) {
+    let as_users = config.local.system_users || config.local.assign.is_some();
+    if as_users && matches!(identity, privileges::Identity::Drop(_)) {
         crate::local::helper::start(config.local.min_uid).map_err(|e| {
             ServerError::Privileges(format!("cannot start the local-delivery helper: {e}"))
         })?;
