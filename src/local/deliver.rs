@@ -365,13 +365,13 @@ impl<I: Injector> LocalAgent<I> {
     }
 
     /// One line for a system user, done as that user.
+    /// `(local, domain)` are the recipient's parts.
     async fn run_line_as(
         &self,
         user: &SystemUser,
         message: &Arc<OutboundMessage>,
         recipient: &str,
-        local: &str,
-        domain: &str,
+        (local, domain): (&str, &str),
         found: &Found,
         instruction: &Instruction,
     ) -> LineResult {
@@ -572,7 +572,14 @@ impl<I: Injector> LocalAgent<I> {
     ) -> LineResult {
         if let Some(user) = &found.user {
             return self
-                .run_line_as(user, message, recipient, local, domain, found, instruction)
+                .run_line_as(
+                    user,
+                    message,
+                    recipient,
+                    (local, domain),
+                    found,
+                    instruction,
+                )
                 .await;
         }
         let sender = &message.envelope.sender;

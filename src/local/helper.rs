@@ -533,11 +533,7 @@ impl HelperClient {
     }
 
     fn read_replies(&self, mut stream: UnixStream) {
-        loop {
-            let frame = match read_frame(&mut stream) {
-                Ok(Some(frame)) => frame,
-                Ok(None) | Err(_) => break,
-            };
+        while let Ok(Some(frame)) = read_frame(&mut stream) {
             let Ok((id, reply)) = decode_reply(&frame) else {
                 continue;
             };
