@@ -373,6 +373,15 @@ mod tests {
     }
 
     #[test]
+    fn instructions_print_back_to_themselves() {
+        let file = b"./Maildir/\n./Mailbox\n& <a@x.test> \nbob\n|exec  prog --flag \n";
+        for (_, instruction) in parse(file).unwrap().lines {
+            let again = parse(instruction.to_string().as_bytes()).unwrap();
+            assert_eq!(again.lines, vec![(1, instruction)]);
+        }
+    }
+
+    #[test]
     fn caps_size_and_count() {
         assert_eq!(
             parse(&vec![b'#'; MAX_FILE_LEN + 1]),
