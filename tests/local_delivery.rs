@@ -184,20 +184,21 @@ fn mbox_delivery_waits_for_a_python_fcntl_lock() {
     write(&domain.join(".qmail-shared"), "./shared.mbox\n");
     write(&mbox, "");
     let server = Server::start(&dir, &base_config(&dir, "", ""));
-    // Another writer (as mail readers do) takes the POSIX lock and holds it for 3 seconds,
-    // writing its own entry meanwhile.
-    let holder = "import fcntl, sys, time\n\
+    // Another writer (as mail readers do) takes the POSIX lock, writes its own entry, and holds
+    // the lock until the test tells it to let go.
+    let holder = "import fcntl, sys\n\
         f = open(sys.argv[1], 'a')\n\
         fcntl.lockf(f, fcntl.LOCK_EX)\n\
-        print('locked', flush=True)\n\
         f.write('From python Thu Jan  1 00:00:00 1970\\nSubject: first\\n\\nheld\\n\\n')\n\
         f.flush()\n\
-        time.sleep(3)\n\
+        print('locked', flush=True)\n\
+        sys.stdin.readline()\n\
         fcntl.lockf(f, fcntl.LOCK_UN)\n\
         f.close()\n";
     let mut child = Command::new("python3")
         .args(["-c", holder])
         .arg(&mbox)
+        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
@@ -214,12 +215,13 @@ fn mbox_delivery_waits_for_a_python_fcntl_lock() {
         &["shared@example.test"],
         "Subject: second\r\n\r\nwaited\r\n",
     );
+    // The delivery is under way (the message is queued) and must wait for the lock.
     std::thread::sleep(Duration::from_millis(1500));
     let during = std::fs::read_to_string(&mbox).unwrap();
-    assert!(
-        !during.contains("waited"),
-        "written while locked:\n{during}"
-    );
+    assert!(!during.contains("waited"), "written while locked:\n{during}");
+    // No outcome yet: not delivered, not deferred (the lock timeout is 30 s).
+    assert!(!server.log().contains("to shared@example.test:"), "{}", server.log());
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), b"go\n").unwrap();
     assert!(child.wait().unwrap().success());
     let after = wait_contains(&mbox, "waited", 20);
     let first = after.find("Subject: first").expect("python's entry");
