@@ -218,9 +218,16 @@ fn mbox_delivery_waits_for_a_python_fcntl_lock() {
     // The delivery is under way (the message is queued) and must wait for the lock.
     std::thread::sleep(Duration::from_millis(1500));
     let during = std::fs::read_to_string(&mbox).unwrap();
-    assert!(!during.contains("waited"), "written while locked:\n{during}");
+    assert!(
+        !during.contains("waited"),
+        "written while locked:\n{during}"
+    );
     // No outcome yet: not delivered, not deferred (the lock timeout is 30 s).
-    assert!(!server.log().contains("to shared@example.test:"), "{}", server.log());
+    assert!(
+        !server.log().contains("to shared@example.test:"),
+        "{}",
+        server.log()
+    );
     std::io::Write::write_all(&mut child.stdin.take().unwrap(), b"go\n").unwrap();
     assert!(child.wait().unwrap().success());
     let after = wait_contains(&mbox, "waited", 20);
@@ -526,5 +533,53 @@ fn virtualdomains_and_users_assign_deliver_as_the_assigned_account() {
     assert!(
         reply.starts_with("250"),
         "the +vhost- line takes every address: {reply}"
+    );
+}
+
+#[test]
+fn a_crash_mid_list_does_not_repeat_finished_lines() {
+    let dir = test_dir("local-crash");
+    let domain = dir.join("data/mail/example.test");
+    let started = domain.join("slow.started");
+    // Line 1 appends to an mbox; line 2 runs long enough for the test to kill the server in
+    // the middle of it; line 3 is a Maildir.
+    write(
+        &domain.join(".qmail-slow"),
+        &format!(
+            "./slow.mbox\n|touch {}; sleep 4\n./slow/Maildir/\n",
+            started.display()
+        ),
+    );
+    let server_config = base_config(&dir, "", "");
+    let mut server = Server::start(&dir, &server_config);
+    send(
+        &server,
+        "alice@x.test",
+        &["slow@example.test"],
+        "Subject: once\r\n\r\nhi\r\n",
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !started.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "line 2 never started:\n{}",
+            server.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    server.kill9();
+    drop(server);
+    let mbox = std::fs::read_to_string(domain.join("slow.mbox")).unwrap();
+    assert_eq!(mbox.matches("Subject: once").count(), 1);
+    // After the restart the message is delivered again from the first unfinished line: the
+    // program (which was running) and the Maildir, but not the mbox.
+    let server = Server::start_with(&dir, &dir.join("ringmail.toml"));
+    let maildir = wait_files(&domain.join("slow/Maildir"), 1, 60);
+    assert_eq!(maildir.len(), 1, "log:\n{}", server.log());
+    let mbox = std::fs::read_to_string(domain.join("slow.mbox")).unwrap();
+    assert_eq!(
+        mbox.matches("Subject: once").count(),
+        1,
+        "the mbox line was repeated:\n{mbox}"
     );
 }

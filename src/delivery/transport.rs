@@ -84,7 +84,11 @@ impl LocalTransport {
         };
         let pool = crate::local::local_pool(local.delivery_threads);
         let mut agent = LocalAgent::new(settings, injector, pool.clone());
-        if local.aliases.is_some() || local.virtualdomains.is_some() || local.assign.is_some() {
+        let tables = local.aliases.is_some()
+            || local.virtualdomains.is_some()
+            || local.assign.is_some()
+            || local.system_users;
+        if tables {
             let table = crate::local::recipients::RecipientTable::new(
                 crate::local::recipients::Sources::from_config(config),
                 std::time::Duration::from_secs(local.refresh_secs),

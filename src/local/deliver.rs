@@ -172,10 +172,13 @@ impl<I: Injector> LocalAgent<I> {
                 };
                 (user, a.ext)
             });
+        // The tables' copy of /etc/passwd is the fresh one; the settings' is read at start.
         let system = assigned.or_else(|| {
-            self.settings
-                .system_users
-                .as_ref()
+            let users = match tables.as_ref().and_then(|t| t.system.as_ref()) {
+                Some(fresh) => Some(fresh),
+                None => self.settings.system_users.as_deref(),
+            };
+            users
                 .and_then(|users| users.find(&mapped, self.settings.separator))
                 .map(|(user, ext)| (user.clone(), ext))
         });

@@ -82,7 +82,8 @@ struct DomainEntries {
 pub struct KnownRecipients {
     addresses: HashSet<String>,
     domains: HashMap<String, DomainEntries>,
-    system: Option<SystemUsers>,
+    /// The system users (`[local] system_users`), reread with the rest.
+    pub system: Option<SystemUsers>,
     separator: char,
     /// The compiled aliases (`ringmail newaliases`).
     pub aliases: Aliases,
