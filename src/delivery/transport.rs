@@ -89,8 +89,10 @@ impl LocalTransport {
             || local.assign.is_some()
             || local.system_users;
         if tables {
+            let mut sources = crate::local::recipients::Sources::from_config(config);
+            sources.scan_mailboxes = false;
             let table = crate::local::recipients::RecipientTable::new(
-                crate::local::recipients::Sources::from_config(config),
+                sources,
                 std::time::Duration::from_secs(local.refresh_secs),
                 pool,
             );

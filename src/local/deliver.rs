@@ -479,7 +479,11 @@ impl<I: Injector> LocalAgent<I> {
     ) -> LocalOutcome {
         let lines = &found.instructions.lines;
         let checkpointed = lines.len() > 1;
-        let key = checkpoint::key(&message.envelope, index, &message.body);
+        // Only a list of several lines has progress to keep (and a key to checksum).
+        let key = match checkpointed {
+            true => checkpoint::key(&message.envelope, index, &message.body),
+            false => String::new(),
+        };
         let dir = self.settings.progress_dir.clone();
         let done = if checkpointed {
             let (dir, key, stamp) = (dir.clone(), key.clone(), found.stamp.clone());

@@ -5,7 +5,8 @@
 //! with no instructions, means the default: the Maildir `<mail_root>/<domain>/<local>/Maildir`.
 //!
 //! Each shard keeps the list of `.qmail` names in every domain directory it delivered to, read
-//! on a local-delivery thread and read again once it is [`REFRESH`] old, so an ordinary Maildir
+//! on a local-delivery thread and checked again once it is [`REFRESH`] old (one `stat`; the
+//! directory is listed again only when its modification time changed), so an ordinary Maildir
 //! delivery costs no file-system lookup on the way, and a new or removed `.qmail` file takes
 //! effect within that time.
 
@@ -13,16 +14,18 @@ use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::blocking::BlockingPool;
 
 /// How long a domain directory's list of `.qmail` files is trusted before it is read again.
 pub const REFRESH: Duration = Duration::from_secs(2);
 
-/// The `.qmail` file names in one directory, as read at `read_at`.
+/// The `.qmail` file names in one directory, as read at `read_at`, when the directory had
+/// modification time `mtime`.
 struct Listing {
     read_at: Instant,
+    mtime: Option<SystemTime>,
     files: Rc<HashSet<String>>,
 }
 
@@ -36,21 +39,38 @@ impl InstructionIndex {
     /// The `.qmail` names in `dir` (none when it does not exist or cannot be read), from the
     /// cache while it is fresh.
     pub async fn files(&self, pool: &BlockingPool, dir: &Path) -> Rc<HashSet<String>> {
-        if let Some(listing) = self.dirs.borrow().get(dir)
-            && listing.read_at.elapsed() < REFRESH
-        {
-            return Rc::clone(&listing.files);
-        }
+        let known_mtime = match self.dirs.borrow().get(dir) {
+            Some(listing) if listing.read_at.elapsed() < REFRESH => {
+                return Rc::clone(&listing.files);
+            }
+            Some(listing) => listing.mtime,
+            None => None,
+        };
+        // A stale listing is checked with one stat: a directory whose modification time has
+        // not changed has the same names (a big domain is not listed again every time).
         let owned = dir.to_path_buf();
-        let files = pool
-            .run(move || list_dot_qmail(&owned))
+        let fresh = pool
+            .run(move || {
+                let mtime = std::fs::metadata(&owned).and_then(|m| m.modified()).ok();
+                if mtime.is_some() && mtime == known_mtime {
+                    return (mtime, None);
+                }
+                (mtime, Some(list_dot_qmail(&owned)))
+            })
             .await
-            .unwrap_or_default();
-        let files = Rc::new(files);
-        self.dirs.borrow_mut().insert(
+            .unwrap_or((None, Some(HashSet::new())));
+        let mut dirs = self.dirs.borrow_mut();
+        let (mtime, listed) = fresh;
+        let files = match (listed, dirs.get(dir)) {
+            (None, Some(old)) => Rc::clone(&old.files),
+            (Some(names), _) => Rc::new(names),
+            (None, None) => Rc::new(HashSet::new()),
+        };
+        dirs.insert(
             dir.to_path_buf(),
             Listing {
                 read_at: Instant::now(),
+                mtime,
                 files: Rc::clone(&files),
             },
         );

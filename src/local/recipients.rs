@@ -39,6 +39,9 @@ pub struct Sources {
     /// qmail's `virtualdomains` and `users/assign`, when configured.
     pub virtualdomains: Option<PathBuf>,
     pub assign: Option<PathBuf>,
+    /// List the Maildirs and `.qmail` files under the mail root (the RCPT check needs them;
+    /// local delivery, which reads the tables for aliases and users, does not).
+    pub scan_mailboxes: bool,
 }
 
 impl Sources {
@@ -64,13 +67,16 @@ impl Sources {
                 .map(|_| config.server.data_dir.clone()),
             virtualdomains: config.local.virtualdomains.clone(),
             assign: config.local.assign.clone(),
+            scan_mailboxes: true,
         }
     }
 }
 
-/// What one domain directory under the mail root holds.
+/// What one domain directory under the mail root holds, as of its modification time.
 #[derive(Debug, Default)]
 struct DomainEntries {
+    /// The directory's mtime when it was listed: an unchanged directory is not listed again.
+    mtime: Option<std::time::SystemTime>,
     /// Local parts with a Maildir.
     mailboxes: HashSet<String>,
     /// `.qmail-*` file names.
@@ -81,7 +87,7 @@ struct DomainEntries {
 #[derive(Debug, Default)]
 pub struct KnownRecipients {
     addresses: HashSet<String>,
-    domains: HashMap<String, DomainEntries>,
+    domains: HashMap<String, Arc<DomainEntries>>,
     /// The system users (`[local] system_users`), reread with the rest.
     pub system: Option<SystemUsers>,
     separator: char,
@@ -92,8 +98,10 @@ pub struct KnownRecipients {
 }
 
 impl KnownRecipients {
-    /// Builds the table. Blocking: reads files and lists directories.
-    pub fn load(sources: &Sources) -> KnownRecipients {
+    /// Builds the table. Blocking: reads files and lists directories; a domain directory
+    /// whose modification time is the same as in `previous` is taken from it, not listed again
+    /// (adding or removing a mailbox or a `.qmail` file changes it).
+    pub fn load(sources: &Sources, previous: Option<&KnownRecipients>) -> KnownRecipients {
         let mut addresses: HashSet<String> =
             sources.users.iter().map(|u| u.to_lowercase()).collect();
         if let Ok(users) = crate::auth::passwd::list(&sources.passwd) {
@@ -106,13 +114,25 @@ impl KnownRecipients {
             })
         });
         let mut domains = HashMap::new();
-        if let Ok(entries) = std::fs::read_dir(&sources.mail_root) {
-            for entry in entries.flatten() {
-                let Ok(domain) = entry.file_name().into_string() else {
-                    continue;
-                };
-                domains.insert(domain.to_ascii_lowercase(), scan_domain(&entry.path()));
-            }
+        let listing = match sources.scan_mailboxes {
+            true => std::fs::read_dir(&sources.mail_root).ok(),
+            false => None,
+        };
+        for entry in listing.into_iter().flatten().flatten() {
+            let Ok(domain) = entry.file_name().into_string() else {
+                continue;
+            };
+            let domain = domain.to_ascii_lowercase();
+            let path = entry.path();
+            let mtime = std::fs::metadata(&path).and_then(|m| m.modified()).ok();
+            let unchanged = previous
+                .and_then(|p| p.domains.get(&domain))
+                .filter(|old| mtime.is_some() && old.mtime == mtime);
+            let entries = match unchanged {
+                Some(old) => Arc::clone(old),
+                None => Arc::new(scan_domain(&path, mtime)),
+            };
+            domains.insert(domain, entries);
         }
         let aliases = sources
             .aliases_in
@@ -212,8 +232,11 @@ impl KnownRecipients {
 }
 
 /// The Maildirs and `.qmail-*` files of one domain directory. Blocking.
-fn scan_domain(dir: &Path) -> DomainEntries {
-    let mut found = DomainEntries::default();
+fn scan_domain(dir: &Path, mtime: Option<std::time::SystemTime>) -> DomainEntries {
+    let mut found = DomainEntries {
+        mtime,
+        ..DomainEntries::default()
+    };
     let Ok(entries) = std::fs::read_dir(dir) else {
         return found;
     };
@@ -247,7 +270,7 @@ pub struct RecipientTable {
 impl RecipientTable {
     /// Builds the first table now (blocking: call at startup), then keeps it fresh on `pool`.
     pub fn new(sources: Sources, refresh: Duration, pool: BlockingPool) -> RecipientTable {
-        let first = Arc::new(KnownRecipients::load(&sources));
+        let first = Arc::new(KnownRecipients::load(&sources, None));
         RecipientTable {
             current: RefCell::new(first),
             loaded_at: Cell::new(Instant::now()),
@@ -269,8 +292,10 @@ impl RecipientTable {
         if !self.rebuilding.get() && self.loaded_at.get().elapsed() >= self.refresh {
             let sources = Arc::clone(&self.sources);
             let done = self.updates.0.clone();
+            let previous = Arc::clone(&self.current.borrow());
             let submitted = self.pool.try_run(move || {
-                let _ = done.try_send(Arc::new(KnownRecipients::load(&sources)));
+                let fresh = KnownRecipients::load(&sources, Some(&previous));
+                let _ = done.try_send(Arc::new(fresh));
             });
             // The job runs whether or not anyone awaits its completion; a full pool is asked
             // again at the next check.
@@ -296,6 +321,7 @@ mod tests {
             aliases_in: None,
             virtualdomains: None,
             assign: None,
+            scan_mailboxes: true,
         }
     }
 
@@ -307,7 +333,7 @@ mod tests {
         std::fs::create_dir_all(domain.join("nomaildir")).unwrap();
         std::fs::write(domain.join(".qmail-carol"), "./carol/Maildir/\n").unwrap();
         std::fs::write(domain.join(".qmail-lists-default"), "|true\n").unwrap();
-        let known = KnownRecipients::load(&sources(root.path()));
+        let known = KnownRecipients::load(&sources(root.path()), None);
         for yes in [
             "listed@example.test",
             "Bob@example.test",
@@ -327,7 +353,7 @@ mod tests {
             assert!(!known.knows(no), "{no}");
         }
         std::fs::write(domain.join(".qmail-default"), "./all/Maildir/\n").unwrap();
-        let known = KnownRecipients::load(&sources(root.path()));
+        let known = KnownRecipients::load(&sources(root.path()), None);
         assert!(known.knows("anyone@example.test"));
         assert!(!known.knows("anyone@other.test"));
     }

@@ -44,7 +44,8 @@ pub struct RcptPolicy {
     relay_networks: Vec<Cidr>,
     unknown_users: UnknownUsers,
     /// Who can receive mail, in memory (`local::recipients`): RCPT never reads the disk.
-    known: RecipientTable,
+    /// Only built with `unknown_users = "reject"`.
+    known: Option<RecipientTable>,
 }
 
 /// An address form we never route, whoever asks.
@@ -88,11 +89,13 @@ impl RcptPolicy {
                 .filter_map(|range| range.parse().ok())
                 .collect(),
             unknown_users: config.local.unknown_users,
-            known: RecipientTable::new(
-                Sources::from_config(config),
-                std::time::Duration::from_secs(config.local.refresh_secs),
-                crate::local::local_pool(config.local.delivery_threads),
-            ),
+            known: (config.local.unknown_users == UnknownUsers::Reject).then(|| {
+                RecipientTable::new(
+                    Sources::from_config(config),
+                    std::time::Duration::from_secs(config.local.refresh_secs),
+                    crate::local::local_pool(config.local.delivery_threads),
+                )
+            }),
         }
     }
 
@@ -123,7 +126,11 @@ impl RcptPolicy {
     /// or `.qmail` file (all from memory, see `local::recipients`); every local domain has a
     /// postmaster (RFC 5321 §4.5.1).
     fn is_known_user(&self, address: &str) -> bool {
-        address.to_lowercase().starts_with("postmaster@") || self.known.get().knows(address)
+        address.to_lowercase().starts_with("postmaster@")
+            || self
+                .known
+                .as_ref()
+                .is_some_and(|known| known.get().knows(address))
     }
 
     /// The checks for a recipient at one of our own domains.
