@@ -53,6 +53,28 @@ pub fn iso_datetime(secs: u64) -> String {
     )
 }
 
+/// Formats `secs` (Unix time, UTC) as C's asctime does, the date on an mbox `From ` line:
+/// `Thu Dec  3 19:03:53 2026`.
+pub fn asctime_date(secs: u64) -> String {
+    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let days = secs / 86_400;
+    let rem = secs % 86_400;
+    let (year, month, day) = civil_from_days(days as i64);
+    format!(
+        "{} {} {:2} {:02}:{:02}:{:02} {}",
+        DAYS[(days % 7) as usize],
+        MONTHS[(month - 1) as usize],
+        day,
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60,
+        year
+    )
+}
+
 /// Howard Hinnant's days-to-civil algorithm: days since 1970-01-01 to (year, month 1-12, day 1-31).
 fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let z = days + 719_468;
@@ -85,5 +107,7 @@ mod tests {
             rfc5322_date(1_795_624_291),
             "Wed, 25 Nov 2026 16:31:31 +0000"
         );
+        assert_eq!(asctime_date(1_795_624_291), "Wed Nov 25 16:31:31 2026");
+        assert_eq!(asctime_date(0), "Thu Jan  1 00:00:00 1970");
     }
 }

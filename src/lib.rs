@@ -34,6 +34,7 @@ pub mod envelope;
 pub mod feedback;
 pub mod http;
 pub mod inject;
+pub mod local;
 pub mod logging;
 pub mod mailbox;
 pub mod metrics;

@@ -4,6 +4,7 @@
 mod check_config;
 mod dkim;
 mod import_qmail;
+mod newaliases;
 mod passwd;
 mod queue;
 mod queue_control;
@@ -185,6 +186,27 @@ passes `ringmail check-config`:
     /// The suppression list: recipients ringmail never sends to (add, del, list).
     #[command(subcommand)]
     Suppress(SuppressCommand),
+
+    /// Compile [local] aliases into the index the server reads (<data_dir>/aliases.idx).
+    #[command(long_about = "\
+Read the aliases file named by [local] aliases (the /etc/aliases format: `name: target, ...`, \
+continuation lines starting with a blank, # comments; targets are addresses, /files (mbox), \
+/dirs/ (Maildir), \"|programs\" and :include:/path lists), check every line, and write the \
+compiled form to <data_dir>/aliases.idx (a temporary file, synced, renamed over the old one). \
+A running server picks it up within [local] refresh_secs. On any error nothing is written and \
+the error names the file and line; exit status 1 (2 when [local] aliases is not set).")]
+    Newaliases(ConfigArg),
+
+    /// Internal: the privileged local-delivery helper the server starts for system users.
+    #[command(hide = true)]
+    LocalHelper {
+        /// Do one request from stdin as the ids we were started with, then exit.
+        #[arg(long)]
+        run_one: bool,
+        /// The lowest uid the helper delivers as.
+        #[arg(long, default_value_t = 1000)]
+        min_uid: u32,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -398,7 +420,22 @@ impl ConfigArg {
 pub fn run(cli: Cli) -> ExitCode {
     let outcome = match cli.command {
         Command::Serve(arg) => serve::run(&arg),
+        Command::LocalHelper { run_one, min_uid } => {
+            let done = if run_one {
+                crate::local::helper::run_one()
+            } else {
+                crate::local::helper::serve(min_uid)
+            };
+            return match done {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("ringmail local-helper: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
         Command::CheckConfig { file } => check_config::run(&file),
+        Command::Newaliases(arg) => newaliases::run(&arg),
         Command::Queue(QueueCommand::Stat(arg)) => queue::stat(&arg),
         Command::Queue(QueueCommand::List(arg)) => queue::list(&arg),
         Command::Queue(QueueCommand::Flush(arg)) => queue_control::run(&arg, ControlRequest::Flush),

@@ -241,6 +241,35 @@ pub struct LocalSection {
     pub unknown_users: UnknownUsers,
     /// Extra known users (full addresses), for `unknown_users = "reject"`.
     pub users: Vec<String>,
+    /// What separates a user from an address extension (`bob-news` with `-`, qmail's; or
+    /// `bob+news` with `+`): `.qmail-news`, `.qmail-default` and `EXT` follow it.
+    pub extension_separator: String,
+    /// Seconds a `|program` delivery may run before it is killed (a temporary failure).
+    pub program_timeout_secs: u64,
+    /// Seconds an mbox delivery waits for another process's lock before it defers.
+    pub mbox_lock_timeout_secs: u64,
+    /// Threads (shared by all shards) for local work that blocks: `.qmail` files, mbox
+    /// appends, programs.
+    pub delivery_threads: usize,
+    /// Deliver to the accounts of /etc/passwd (uid >= `min_uid`) at every local domain by their
+    /// home `.qmail` files, as those users (needs the server started as root: a small helper
+    /// keeps root to switch to them). Other local parts stay virtual mailboxes.
+    pub system_users: bool,
+    /// The lowest uid that receives mail as a system user (root never does).
+    pub min_uid: u32,
+    /// Seconds the in-memory list of known recipients (for `unknown_users = "reject"`) is
+    /// used before it is rebuilt in the background from the files it comes from.
+    pub refresh_secs: u64,
+    /// An /etc/aliases-style file, compiled by `ringmail newaliases` into
+    /// `<data_dir>/aliases.idx`; aliases apply to every local domain. `None`: no aliases.
+    pub aliases: Option<PathBuf>,
+    /// qmail's `control/virtualdomains` (`domain:prefix` lines): mail for `u@domain` is
+    /// delivered as local address `prefix-u` (through `assign` or the system users). The
+    /// domains must also be in `domains`.
+    pub virtualdomains: Option<PathBuf>,
+    /// qmail's `users/assign` (`=local:user:uid:gid:home:dash:ext:` and `+prefix:...` lines):
+    /// local addresses delivered as an account without /etc/passwd.
+    pub assign: Option<PathBuf>,
 }
 
 impl Default for LocalSection {
@@ -250,6 +279,16 @@ impl Default for LocalSection {
             mail_root: "mail".into(),
             unknown_users: UnknownUsers::Accept,
             users: Vec::new(),
+            extension_separator: "-".into(),
+            program_timeout_secs: 3600,
+            mbox_lock_timeout_secs: 30,
+            delivery_threads: 8,
+            system_users: false,
+            min_uid: 1000,
+            refresh_secs: 5,
+            aliases: None,
+            virtualdomains: None,
+            assign: None,
         }
     }
 }

@@ -144,6 +144,30 @@ fn check_values(config: &Config, p: &mut Problems) {
             );
         }
     }
+    if !matches!(local.extension_separator.as_str(), "-" | "+") {
+        p.add(
+            "local.extension_separator",
+            format!(
+                "`{}` is not `-` (qmail's) or `+`",
+                local.extension_separator
+            ),
+        );
+    }
+    if local.program_timeout_secs == 0 {
+        p.add("local.program_timeout_secs", "must be greater than 0");
+    }
+    if local.refresh_secs == 0 {
+        p.add("local.refresh_secs", "must be greater than 0");
+    }
+    if local.min_uid == 0 {
+        p.add(
+            "local.min_uid",
+            "must be greater than 0: root never receives mail as a user",
+        );
+    }
+    if !(1..=256).contains(&local.delivery_threads) {
+        p.add("local.delivery_threads", "must be between 1 and 256");
+    }
 
     let queue = &config.queue;
     if !(1..=4096).contains(&queue.segment_size_mib) {

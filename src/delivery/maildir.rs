@@ -121,6 +121,46 @@ pub async fn deliver(
     Ok(new)
 }
 
+/// The same durable write as [`deliver`], on the calling thread, for a process that has no
+/// shard: the local-delivery helper's child writing as a system user (`local::helper`).
+/// `contents` is the whole file (see [`file_contents`]).
+pub fn deliver_blocking(
+    maildir: &Path,
+    hostname: &str,
+    contents: &[u8],
+) -> Result<PathBuf, MaildirError> {
+    use std::io::Write;
+    let name = unique_name(hostname, contents.len());
+    let tmp = maildir.join("tmp").join(&name);
+    let new = maildir.join("new").join(&name);
+    let mut file = match create_tmp(&tmp) {
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+            create_maildir(maildir)?;
+            create_tmp(&tmp)
+        }
+        other => other,
+    }
+    .map_err(|e| MaildirError::io("create", &tmp, e))?;
+    let written = file
+        .write_all(contents)
+        .map_err(|e| MaildirError::io("write", &tmp, e))
+        .and_then(|()| {
+            file.sync_data()
+                .map_err(|e| MaildirError::io("fdatasync", &tmp, e))
+        })
+        .and_then(|()| fs::rename(&tmp, &new).map_err(|e| MaildirError::io("rename", &tmp, e)));
+    if let Err(e) = written {
+        discard_now(&tmp);
+        return Err(e);
+    }
+    let dir = maildir.join("new");
+    if let Err(e) = fs::File::open(&dir).and_then(|d| d.sync_all()) {
+        discard_now(&new);
+        return Err(MaildirError::io("sync directory", &dir, e));
+    }
+    Ok(new)
+}
+
 /// Opens a new file in `tmp/` for writing (mode 0600; it must not exist yet).
 pub(crate) fn create_tmp(tmp: &Path) -> io::Result<fs::File> {
     fs::OpenOptions::new()

@@ -458,6 +458,10 @@ impl Scheduler {
             tasks.push(glommio::spawn_local(async move {
                 let _slot = this.slots.acquire_permit(1).await;
                 let reports = this.local.deliver(&message, vec![(index, address)]).await;
+                // Forwards the delivery queued: durable already, delivered like any message.
+                for (id, envelope, bytes) in this.local.take_injected() {
+                    this.submit(id, envelope, bytes);
+                }
                 (reports, Channel::Local)
             }));
         }

@@ -3,11 +3,16 @@
 //! per recipient, with the status code and, for remote deliveries, the remote's own reply, so
 //! the scheduler records outcomes and writes DSNs the same way whatever the transport.
 
-use std::path::PathBuf;
+use std::cell::RefCell;
+use std::rc::Rc;
 use std::sync::Arc;
 
-use crate::delivery::local::{LocalOutcome, deliver_local};
+use crate::config::Config;
+use crate::delivery::local::LocalOutcome;
 use crate::delivery::report::{DeliveryStatus, Detail, RecipientReport, StatusCode};
+use crate::envelope::Envelope;
+use crate::local::deliver::{Injector, LocalAgent, LocalSettings};
+use crate::queue::{MessageId, ShardQueue};
 use crate::relay::Destination;
 use crate::relay::owner::{OutboundMessage, RelayTransport};
 
@@ -23,10 +28,107 @@ pub trait Transport {
     ) -> Vec<(usize, RecipientReport)>;
 }
 
-/// Delivery into Maildirs under the mail root.
+/// Local delivery: `.qmail` instructions, Maildirs, mboxes, programs and forwards (see
+/// `crate::local`).
 pub struct LocalTransport {
-    pub mail_root: PathBuf,
-    pub hostname: String,
+    agent: LocalAgent<QueueInjector>,
+}
+
+/// A message a local delivery put into the queue (a forward), for the scheduler to start.
+pub type Injected = (MessageId, Envelope, Vec<u8>);
+
+/// Forwards go into this shard's queue; the scheduler picks them up with
+/// [`LocalTransport::take_injected`] and starts their delivery.
+pub struct QueueInjector {
+    queue: Rc<ShardQueue>,
+    injected: RefCell<Vec<Injected>>,
+}
+
+impl Injector for QueueInjector {
+    async fn inject(&self, envelope: Envelope, message: Vec<u8>) -> Result<String, String> {
+        let id = self
+            .queue
+            .commit(&envelope, &message)
+            .await
+            .map_err(|e| e.to_string())?;
+        log::info!(
+            "new msg {id} (forward) from <{}> to <{}>",
+            envelope.sender,
+            envelope.recipients.join(", ")
+        );
+        self.injected.borrow_mut().push((id, envelope, message));
+        Ok(id.to_string())
+    }
+}
+
+impl LocalTransport {
+    /// The local transport of a configuration, queueing forwards into `queue`.
+    pub fn from_config(config: &Config, queue: Rc<ShardQueue>) -> LocalTransport {
+        let local = &config.local;
+        let settings = LocalSettings {
+            mail_root: config.mail_root(),
+            hostname: config.server.hostname.clone(),
+            separator: local.extension_separator.chars().next().unwrap_or('-'),
+            program_timeout: std::time::Duration::from_secs(local.program_timeout_secs),
+            lock_timeout: std::time::Duration::from_secs(local.mbox_lock_timeout_secs),
+            progress_dir: config
+                .server
+                .data_dir
+                .join(crate::local::checkpoint::PROGRESS_DIR),
+            service_user: service_user_name(),
+            system_users: system_users(config),
+        };
+        let injector = QueueInjector {
+            queue,
+            injected: RefCell::new(Vec::new()),
+        };
+        let pool = crate::local::local_pool(local.delivery_threads);
+        let mut agent = LocalAgent::new(settings, injector, pool.clone());
+        let tables = local.aliases.is_some()
+            || local.virtualdomains.is_some()
+            || local.assign.is_some()
+            || local.system_users;
+        if tables {
+            let mut sources = crate::local::recipients::Sources::from_config(config);
+            sources.scan_mailboxes = false;
+            let table = crate::local::recipients::RecipientTable::new(
+                sources,
+                std::time::Duration::from_secs(local.refresh_secs),
+                pool,
+            );
+            agent = agent.with_tables(table);
+        }
+        LocalTransport { agent }
+    }
+
+    /// The messages deliveries have queued since the last call (forwards).
+    pub fn take_injected(&self) -> Vec<Injected> {
+        std::mem::take(&mut *self.agent.injector.injected.borrow_mut())
+    }
+}
+
+/// The system users, read once from /etc/passwd when `[local] system_users` is on.
+fn system_users(config: &Config) -> Option<Arc<crate::local::users::SystemUsers>> {
+    if !config.local.system_users {
+        return None;
+    }
+    let path = std::path::Path::new("/etc/passwd");
+    match crate::local::users::SystemUsers::load(path, config.local.min_uid) {
+        Ok(users) => Some(Arc::new(users)),
+        Err(e) => {
+            log::error!("local.system_users: cannot read {}: {e}", path.display());
+            Some(Arc::default())
+        }
+    }
+}
+
+/// The name of the user we run as (after the privilege drop), for `USER`.
+fn service_user_name() -> String {
+    let uid = nix::unistd::geteuid();
+    match nix::unistd::User::from_uid(uid) {
+        Ok(Some(user)) => user.name,
+        _ => uid.to_string(),
+    }
 }
 
 impl Transport for LocalTransport {
@@ -37,14 +139,7 @@ impl Transport for LocalTransport {
     ) -> Vec<(usize, RecipientReport)> {
         let mut reports = Vec::with_capacity(recipients.len());
         for (index, address) in recipients {
-            let outcome = deliver_local(
-                &self.mail_root,
-                &self.hostname,
-                &message.envelope,
-                &address,
-                &message.body,
-            )
-            .await;
+            let outcome = self.agent.deliver(message, index, &address).await;
             reports.push((index, local_report(outcome)));
         }
         reports
@@ -55,11 +150,7 @@ impl Transport for LocalTransport {
 /// reasons.
 fn local_report(outcome: LocalOutcome) -> RecipientReport {
     let (status, text, fallback) = match outcome {
-        LocalOutcome::Delivered(path) => (
-            DeliveryStatus::Delivered,
-            path.display().to_string(),
-            StatusCode(2, 0, 0),
-        ),
+        LocalOutcome::Delivered(what) => (DeliveryStatus::Delivered, what, StatusCode(2, 0, 0)),
         LocalOutcome::Temporary(reason) => (
             DeliveryStatus::Deferred { counts: true },
             reason,

@@ -28,11 +28,11 @@
 //! listening address included: a client that can name us by address can name us by domain.
 
 use crate::config::{Cidr, Config, UnknownUsers};
+use crate::local::recipients::{RecipientTable, Sources};
 use crate::relay::{Route, Router};
 use crate::smtp::{PeerInfo, RcptVerdict, RecipientPolicy};
 use std::collections::HashSet;
 use std::net::IpAddr;
-use std::path::PathBuf;
 
 /// The recipient rules of one configuration; each shard holds its own copy.
 pub struct RcptPolicy {
@@ -43,9 +43,9 @@ pub struct RcptPolicy {
     /// `smtp.relay_networks`: clients allowed to relay (qmail's RELAYCLIENT).
     relay_networks: Vec<Cidr>,
     unknown_users: UnknownUsers,
-    users: HashSet<String>,
-    mail_root: PathBuf,
-    passwd: PathBuf,
+    /// Who can receive mail, in memory (`local::recipients`): RCPT never reads the disk.
+    /// Only built with `unknown_users = "reject"`.
+    known: Option<RecipientTable>,
 }
 
 /// An address form we never route, whoever asks.
@@ -89,14 +89,13 @@ impl RcptPolicy {
                 .filter_map(|range| range.parse().ok())
                 .collect(),
             unknown_users: config.local.unknown_users,
-            users: config
-                .local
-                .users
-                .iter()
-                .map(|u| canonical_key(u))
-                .collect(),
-            mail_root: config.mail_root(),
-            passwd: config.passwd_path(),
+            known: (config.local.unknown_users == UnknownUsers::Reject).then(|| {
+                RecipientTable::new(
+                    Sources::from_config(config),
+                    std::time::Duration::from_secs(config.local.refresh_secs),
+                    crate::local::local_pool(config.local.delivery_threads),
+                )
+            }),
         }
     }
 
@@ -123,28 +122,23 @@ impl RcptPolicy {
             .any(|(dot, _)| self.rcpthosts.contains(&domain[dot..]))
     }
 
-    /// A user is known if configured, in the passwd database, or already has a Maildir; every
-    /// local domain has a postmaster (RFC 5321 §4.5.1).
+    /// A user is known if configured, in the passwd database, a system user, or has a Maildir
+    /// or `.qmail` file (all from memory, see `local::recipients`); every local domain has a
+    /// postmaster (RFC 5321 §4.5.1).
     fn is_known_user(&self, address: &str) -> bool {
-        let lowered = canonical_key(address);
-        if lowered.starts_with("postmaster@") || self.users.contains(&lowered) {
-            return true;
-        }
-        if let Ok(maildir) = crate::mailbox::maildir_for(&self.mail_root, address)
-            && maildir.is_dir()
-        {
-            return true;
-        }
-        crate::auth::passwd::list(&self.passwd)
-            .map(|users| users.iter().any(|u| canonical_key(u) == lowered))
-            .unwrap_or(false)
+        let key = canonical_key(address);
+        key.starts_with("postmaster@")
+            || self
+                .known
+                .as_ref()
+                .is_some_and(|known| known.get().knows(&key))
     }
 
     /// The checks for a recipient at one of our own domains.
     fn check_local_user(&self, address: &str) -> RcptVerdict {
         // A local part that can never name a mailbox (a slash, a leading dot, a control
         // character...: crate::address) is refused as a bad address, for everyone: 553 5.1.3.
-        if crate::mailbox::maildir_for(&self.mail_root, address).is_err() {
+        if crate::mailbox::maildir_for(std::path::Path::new("/"), address).is_err() {
             return RcptVerdict::BadAddress;
         }
         match self.unknown_users {

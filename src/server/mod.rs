@@ -193,6 +193,13 @@ pub fn run_from(mut config: Config, path: Option<std::path::PathBuf>) -> Result<
         key: "http.token_file",
         message,
     })?;
+    // Delivery as system users keeps one small root process (local::helper), started now.
+    let as_users = config.local.system_users || config.local.assign.is_some();
+    if as_users && matches!(identity, privileges::Identity::Drop(_)) {
+        crate::local::helper::start(config.local.min_uid).map_err(|e| {
+            ServerError::Privileges(format!("cannot start the local-delivery helper: {e}"))
+        })?;
+    }
     identity.drop_privileges()?;
     crate::metrics::init(shard_count);
 

@@ -24,13 +24,14 @@
 //!
 //! # What stays privileged
 //!
-//! Nothing, today. Delivery into system users' home directories (the local-delivery issue) must
-//! write as each user; that belongs in a small separate helper, forked as root before the drop,
-//! that takes one narrow request over a pipe (which local user, which mailbox, a reference to
-//! the queued message) and does nothing else, as qmail-lspawn and qmail-local split the work.
-//! The network-facing server then never regains root. Likewise checkpassword programs now run
-//! as `server.user`: one that must read /etc/shadow needs such a helper (or its own setuid
-//! wrapper).
+//! Only the local-delivery helper, and only when system users or `users/assign` accounts
+//! receive mail (`[local] system_users`, `[local] assign`): `server::run` starts it as a
+//! separate process (`ringmail local-helper`) just before the drop. It takes one narrow kind of
+//! request over a socket pair (do this read, write or program as uid U, gid G), refuses root and
+//! any uid below `[local] min_uid`, and runs each request in a fresh process that has become
+//! that user, as qmail-lspawn and qmail-local split the work (see `local::helper`). The
+//! network-facing server never regains root. Checkpassword programs run as `server.user`: one
+//! that must read /etc/shadow needs its own setuid wrapper.
 //!
 //! Every system call here goes through `nix`'s safe wrappers: this file has no `unsafe`.
 

@@ -99,10 +99,7 @@ async fn start(
             host_backoff: config.relay.host_backoff_secs,
         },
         crate::relay::Router::from_config(config)?,
-        LocalTransport {
-            mail_root: config.mail_root(),
-            hostname: config.server.hostname.clone(),
-        },
+        LocalTransport::from_config(config, Rc::clone(&queue)),
         RelayTransport::new(ctx.clone()).with_shaping(
             crate::relay::shaping::ShapingRules::from_config(&config.relay),
             crate::relay::pools::Pools::from_config(&config.relay),
