@@ -16,7 +16,7 @@ mod listeners;
 pub mod privileges;
 mod relay;
 pub mod reload;
-mod shard;
+pub(crate) mod shard;
 
 use crate::config::Config;
 use log::info;

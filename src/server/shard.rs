@@ -349,8 +349,8 @@ fn smtp_settings(live: &Live, blocking: &BlockingPool, limiter: &SharedLimiter) 
     }
 }
 
-/// The SMTP session settings a configuration gives.
-fn smtp_config(config: &Config) -> SmtpConfig {
+/// The SMTP session settings a configuration gives (also `ringmail sendmail -bs`'s).
+pub(crate) fn smtp_config(config: &Config) -> SmtpConfig {
     SmtpConfig {
         hostname: config.server.hostname.clone(),
         max_message_size: config.smtp.max_message_size,

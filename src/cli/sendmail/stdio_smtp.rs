@@ -9,12 +9,11 @@
 //! is injected, and a refusal then is answered 554 (permanent) or 451 (temporary).
 
 use crate::address::{AddressError, mailbox_key};
-use crate::config::{Config, LongLinesSetting};
+use crate::config::Config;
 use crate::inject::protocol::Outcome;
 use crate::relay::Router;
 use crate::smtp::{
-    Context, LongLines, PeerInfo, Progress, RcptVerdict, RecipientPolicy, Session, SmtpConfig,
-    reply,
+    Context, PeerInfo, Progress, RcptVerdict, RecipientPolicy, Session, SmtpConfig, reply,
 };
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr};
@@ -56,19 +55,10 @@ impl RecipientPolicy for LocalChecks {
 
 fn smtp_config(config: &Config) -> SmtpConfig {
     SmtpConfig {
-        hostname: config.server.hostname.clone(),
-        max_message_size: config.smtp.max_message_size,
-        max_recipients: config.smtp.max_recipients,
-        long_lines: match config.smtp.long_lines {
-            LongLinesSetting::Reject => LongLines::Reject,
-            LongLinesSetting::Keep => LongLines::Keep,
-        },
-        max_hops: config.smtp.max_hops,
-        max_errors: config.smtp.max_errors,
-        max_commands: 100_000,
         // A local program speaking SMTP on a pipe may write ahead; only network clients that
         // do are suspect.
         forbid_text_before_354: false,
+        ..crate::server::shard::smtp_config(config)
     }
 }
 
