@@ -40,6 +40,37 @@ impl Sidecar {
     }
 }
 
+/// Binds a Unix socket at `path` with `mode` and registers it with the sidecar's runtime, for
+/// the control and injection sockets. The caller holds the data directory's lock, so a file
+/// already there is a dead server's leftover and is replaced. Returns the socket file's
+/// metadata too, so the owner can later check the file is still its own before removing it.
+pub fn bind_unix_socket(
+    sidecar: &Sidecar,
+    path: &std::path::Path,
+    mode: u32,
+) -> std::io::Result<(tokio::net::UnixListener, std::fs::Metadata)> {
+    use std::os::unix::fs::PermissionsExt;
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let listener = std::os::unix::net::UnixListener::bind(path)?;
+    let secured = std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .and_then(|()| std::fs::metadata(path))
+        .and_then(|meta| listener.set_nonblocking(true).map(|()| meta));
+    let meta = match secured {
+        Ok(meta) => meta,
+        Err(e) => {
+            let _ = std::fs::remove_file(path);
+            return Err(e);
+        }
+    };
+    // from_std registers with the runtime's reactor, which must be the current one.
+    let _runtime = sidecar.handle().enter();
+    Ok((tokio::net::UnixListener::from_std(listener)?, meta))
+}
+
 impl Drop for Sidecar {
     fn drop(&mut self) {
         if let Some(stop) = self.stop.take() {

@@ -8,7 +8,7 @@ use super::{ControlMessage, ControlRequest, MAX_REQUEST_LINE};
 use crate::sidecar::Sidecar;
 use log::{info, warn};
 use std::io;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -123,29 +123,8 @@ impl ControlServer {
         shard_timeout: Duration,
         notes: StatusNotes,
     ) -> io::Result<ControlServer> {
-        match std::fs::remove_file(socket_path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
-        }
-        let listener = std::os::unix::net::UnixListener::bind(socket_path)?;
-        // Connecting needs write permission on the socket file; under the usual umask (022)
-        // nobody else has it even before this chmod, which narrows access to our own user.
-        let secured = std::fs::set_permissions(socket_path, std::fs::Permissions::from_mode(0o600))
-            .and_then(|()| std::fs::metadata(socket_path))
-            .and_then(|meta| listener.set_nonblocking(true).map(|()| meta));
-        let meta = match secured {
-            Ok(meta) => meta,
-            Err(e) => {
-                let _ = std::fs::remove_file(socket_path);
-                return Err(e);
-            }
-        };
-        let listener = {
-            // from_std registers with the runtime's reactor, which must be the current one.
-            let _runtime = sidecar.handle().enter();
-            tokio::net::UnixListener::from_std(listener)?
-        };
+        // Connecting needs write permission on the socket file: 0600 keeps it to our own user.
+        let (listener, meta) = crate::sidecar::bind_unix_socket(sidecar, socket_path, 0o600)?;
         let shards: Shards = shards.into();
         let requester = ControlRequester {
             shards: Arc::clone(&shards),

@@ -10,7 +10,7 @@ use crate::sidecar::Sidecar;
 use crate::smtp::{Command, parse_command};
 use log::{info, warn};
 use std::io;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -73,26 +73,8 @@ impl InjectServer {
         settings: InjectSettings,
         shards: Vec<flume::Sender<ShardInject>>,
     ) -> io::Result<InjectServer> {
-        match std::fs::remove_file(socket_path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
-        }
-        let listener = std::os::unix::net::UnixListener::bind(socket_path)?;
-        let secured = std::fs::set_permissions(socket_path, std::fs::Permissions::from_mode(0o666))
-            .and_then(|()| std::fs::metadata(socket_path))
-            .and_then(|meta| listener.set_nonblocking(true).map(|()| meta));
-        let meta = match secured {
-            Ok(meta) => meta,
-            Err(e) => {
-                let _ = std::fs::remove_file(socket_path);
-                return Err(e);
-            }
-        };
-        let listener = {
-            let _runtime = sidecar.handle().enter();
-            tokio::net::UnixListener::from_std(listener)?
-        };
+        // Mode 0666: any local user may inject (see the security model in `inject`).
+        let (listener, meta) = crate::sidecar::bind_unix_socket(sidecar, socket_path, 0o666)?;
         let shared = Arc::new(Shared {
             settings,
             shards,
